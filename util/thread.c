@@ -1,5 +1,4 @@
 /* Thread creation with naming, signal mask and RCU registration. */
-#define _GNU_SOURCE
 #include "shardvm/thread.h"
 #include "shardvm/error.h"
 
