@@ -126,6 +126,9 @@ struct AioContext {
     _Atomic(struct ThreadPool *) thread_pool;
 };
 
+/* poll-max-ns of a new context: QEMU's IOThread default. */
+#define AIO_POLL_MAX_NS_DEFAULT 32768
+
 #define BH_LIST_CLOSED ((AioBH *)(uintptr_t)1)
 
 /* async.c */
