@@ -72,9 +72,10 @@ typedef struct AioHandler {
 struct AioContext {
     atomic_int refcnt;
 
-    /* Home thread: the only one that polls.  Written by
-     * aio_context_set_home_thread() before that thread polls. */
-    _Atomic pthread_t home;
+    /* Home thread (the address of a per-thread token, see async.c): the
+     * only one that polls.  Written by aio_context_set_home_thread()
+     * before that thread polls. */
+    _Atomic(void *) home;
 
     int epollfd;
     EventNotifier notifier; /* aio_notify() target, in epoll as NULL data */

@@ -19,6 +19,9 @@
 
 /* The context whose home thread the calling thread is. */
 static __thread AioContext *current_ctx;
+/* Its address identifies the calling thread: cheaper than pthread_self()
+ * on the BH fast path.  Unique among live threads. */
+static __thread char home_token;
 
 /* ------------------------------------------------------------------ */
 /* Life cycle                                                           */
@@ -40,7 +43,7 @@ AioContext *aio_context_new(GError **errp)
     atomic_init(&ctx->poll_shrink, 0);
     atomic_init(&ctx->poll_ns, 0);
     atomic_init(&ctx->aio_max_batch, 0);
-    atomic_init(&ctx->home, pthread_self());
+    atomic_init(&ctx->home, (void *)&home_token);
 
     r = event_notifier_init(&ctx->notifier, false);
     if (r < 0) {
@@ -119,14 +122,13 @@ void aio_context_unref(AioContext *ctx)
 
 void aio_context_set_home_thread(AioContext *ctx)
 {
-    atomic_store(&ctx->home, pthread_self());
+    atomic_store(&ctx->home, (void *)&home_token);
     current_ctx = ctx;
 }
 
 bool aio_context_in_home_thread(AioContext *ctx)
 {
-    return pthread_equal(atomic_load_explicit(&ctx->home, memory_order_relaxed),
-                         pthread_self());
+    return atomic_load_explicit(&ctx->home, memory_order_relaxed) == &home_token;
 }
 
 AioContext *aio_get_current_context(void)
