@@ -199,7 +199,7 @@ static void *pool_worker(void *opaque)
         int ret = job->fn(job->arg);
 
         /* Result first, then the state that makes it valid: pairs with
-         * the acquire load in pool_completion_bh(). */
+         * the acquire load in pool_run_completions(). */
         job->ret = ret;
         atomic_store_explicit(&job->state, JOB_DONE, memory_order_release);
         pthread_mutex_lock(&pool->lock);
