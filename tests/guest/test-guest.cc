@@ -9,6 +9,10 @@
 
 #include <regex>
 
+#include <errno.h>
+#include <string.h>
+
+#include "mini-vmm.h"
 #include "qemu-run.h"
 
 namespace {
@@ -92,3 +96,89 @@ TEST_F(GuestQemu, PioRejectsBadOp)
 }
 
 }  // namespace
+
+// The shardvm SMP start protocol, driven by the reference loader in
+// mini-vmm.cc (QEMU cannot: it never starts the APs of a multiboot guest).
+class GuestProtocol : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_EQ(access("/dev/kvm", R_OK | W_OK), 0)
+            << "/dev/kvm is not usable: " << strerror(errno);
+        hello_ = env_path("SHARDVM_GUEST_HELLO");
+        pio_ = env_path("SHARDVM_GUEST_PIO");
+        ASSERT_EQ(access(hello_.c_str(), R_OK), 0) << "no guest at '" << hello_ << "'";
+        ASSERT_EQ(access(pio_.c_str(), R_OK), 0) << "no guest at '" << pio_ << "'";
+    }
+
+    std::string hello_, pio_;
+};
+
+TEST_F(GuestProtocol, HelloOnOneCpu)
+{
+    MiniVmmRun r = mini_vmm_run(hello_, "exit=3 foo=bar", 1, kTimeoutS);
+    ASSERT_TRUE(r.ok) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.exit_code, 3u);
+    EXPECT_TRUE(r.has_line("HELLO cmdline=\"exit=3 foo=bar\"")) << r.output;
+    EXPECT_TRUE(r.has_line("HELLO cpus=1")) << r.output;
+    // The loader fills CPUID 0x40000010, so the guest need not calibrate.
+    EXPECT_NE(r.line_starting("HELLO tsc_hz=").find("tsc_source=kvm"), std::string::npos)
+        << r.output;
+}
+
+TEST_F(GuestProtocol, HelloRunsWorkerOnEveryCpu)
+{
+    for (unsigned n : { 2u, 3u }) {
+        MiniVmmRun r = mini_vmm_run(hello_, "exit=0", n, kTimeoutS);
+        ASSERT_TRUE(r.ok) << n << " vCPUs: " << r.error << "\n" << r.output;
+        EXPECT_EQ(r.exit_code, 0u);
+        for (unsigned i = 0; i < n; i++) {
+            EXPECT_TRUE(r.has_line("HELLO cpu=" + std::to_string(i) + " ok")) << r.output;
+        }
+        EXPECT_TRUE(r.has_line("HELLO cpus=" + std::to_string(n))) << r.output;
+    }
+}
+
+TEST_F(GuestProtocol, PioOnAllCpus)
+{
+    MiniVmmRun r = mini_vmm_run(pio_, "port=0x510 count=1000 op=out size=2 cpus=all",
+                                2, kTimeoutS);
+    ASSERT_TRUE(r.ok) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.exit_code, 0u);
+    EXPECT_EQ(r.outs[0x510], 2000u);
+    std::string line = r.line_starting("RESULT ");
+    EXPECT_EQ(line.rfind("RESULT mode=pio count=2000 ns_per_op=", 0), 0u) << r.output;
+    EXPECT_NE(line.find(" cpus=2 op=out size=2 port=0x510 checksum=999000"),
+              std::string::npos) << r.output;
+}
+
+TEST_F(GuestProtocol, PioInOnOneCpuOfTwo)
+{
+    MiniVmmRun r = mini_vmm_run(pio_, "port=0x511 count=500 op=in size=1 cpus=1",
+                                2, kTimeoutS);
+    ASSERT_TRUE(r.ok) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.ins[0x511], 500u);
+    EXPECT_NE(r.line_starting("RESULT mode=pio count=500 ").find(" cpus=1 op=in size=1"),
+              std::string::npos) << r.output;
+}
+
+// Without a debug-exit device guest_exit() parks the vCPU (a CPL3 hlt,
+// turned into hlt at CPL0 by the fault handler) instead of faulting.
+TEST_F(GuestProtocol, ExitWithoutDeviceParks)
+{
+    MiniVmmRun r = mini_vmm_run(hello_, "exit=6", 1, kTimeoutS, false);
+    EXPECT_TRUE(r.all_halted) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.exit_code, 6u);
+    EXPECT_TRUE(r.has_line("HELLO cpus=1")) << r.output;
+    EXPECT_EQ(r.line_starting("GUEST FAULT"), "") << r.output;
+}
+
+TEST_F(GuestProtocol, FaultIsReported)
+{
+    MiniVmmRun r = mini_vmm_run(hello_, "crash=pf", 1, kTimeoutS);
+    ASSERT_TRUE(r.ok) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.exit_code, 125u);
+    std::string line = r.line_starting("GUEST FAULT ");
+    EXPECT_NE(line.find("vector=14 "), std::string::npos) << r.output;
+    EXPECT_NE(line.find("cr2=0x500000000 "), std::string::npos) << r.output;
+}
