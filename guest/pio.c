@@ -4,7 +4,8 @@
  *   port=0x510 count=100000 op=out|in size=1|2|4 cpus=all|1 [value=V]
  *
  * Each participating vCPU performs @count accesses to @port (so the total
- * is count * cpus), all starting together after a barrier.  An "out"
+ * is count * cpus), all starting together after a barrier.  With cpus=1
+ * the other vCPUs are parked first (halted, not spinning).  An "out"
  * writes @value, or the iteration number (truncated to @size) when no
  * value is given.  Then one line:
  *
@@ -102,6 +103,7 @@ int guest_main(void)
     if (!strcmp(cpus, "all")) {
         ran = smp_run(pio_worker, &job);
     } else if (!strcmp(cpus, "1")) {
+        smp_park_others();      /* no spinning APs stealing host CPU */
         job.t0 = tsc_read();
         job.checksum = job.out ? pio_out(&job) : pio_in(&job);
         job.t1 = tsc_read();
