@@ -287,11 +287,17 @@ void vcpu_thread(Vm &vm, unsigned index)
         case KVM_EXIT_HLT:
             end_vcpu(vm, "");       // parked
             return;
-        case KVM_EXIT_MMIO:
-            if (!run->mmio.is_write) {
+        case KVM_EXIT_MMIO: {
+            std::lock_guard<std::mutex> g(vm.lock);
+
+            if (run->mmio.is_write) {
+                vm.result.mmio_writes[run->mmio.phys_addr]++;
+            } else {
+                vm.result.mmio_reads[run->mmio.phys_addr]++;
                 memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
             }
             break;
+        }
         case KVM_EXIT_INTR:
             break;
         default: {
