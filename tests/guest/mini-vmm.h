@@ -35,8 +35,11 @@ struct MiniVmmRun {
 
 // Boot @elf on @ncpus vCPUs with @cmdline; give up after @timeout_s.
 // Without @debug_exit, writes to port 0xf4 are only recorded and the run
-// ends when every vCPU has halted.
+// ends when every vCPU has halted.  With @irqchip the VM gets KVM's
+// in-kernel irqchip (APs then have to be made runnable explicitly, and a
+// halted vCPU stays in KVM_RUN).
 MiniVmmRun mini_vmm_run(const std::string &elf, const std::string &cmdline,
-                        unsigned ncpus, int timeout_s, bool debug_exit = true);
+                        unsigned ncpus, int timeout_s, bool debug_exit = true,
+                        bool irqchip = false);
 
 #endif

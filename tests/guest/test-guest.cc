@@ -243,3 +243,14 @@ TEST_F(GuestProtocol, MmioRejectsAddressAbove4G)
     EXPECT_EQ(r.exit_code, 2u);
     EXPECT_NE(r.line_starting("MMIO error: addr="), "") << r.output;
 }
+
+// The same protocol on a VM with KVM's in-kernel irqchip, as shardvm has:
+// the APs must be made runnable by the VMM, not by INIT/SIPI.
+TEST_F(GuestProtocol, HelloWithInKernelIrqchip)
+{
+    MiniVmmRun r = mini_vmm_run(hello_, "exit=1", 2, kTimeoutS, true, true);
+    ASSERT_TRUE(r.ok) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.exit_code, 1u);
+    EXPECT_TRUE(r.has_line("HELLO cpu=1 ok")) << r.output;
+    EXPECT_TRUE(r.has_line("HELLO cpus=2")) << r.output;
+}
