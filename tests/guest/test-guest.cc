@@ -77,10 +77,15 @@ TEST_F(GuestQemu, HelloExitZeroSmpOnBspOnly)
 
 TEST_F(GuestQemu, HelloExitFiveWithOtherKeys)
 {
-    QemuRun r = boot(hello_, "exit=5 foo=bar");
+    QemuRun r = boot(hello_, "exit=5 foo=bar pci=1");
     EXPECT_EQ(r.exit_status, (5 << 1) | 1) << r.output;
-    EXPECT_TRUE(r.has_line("HELLO cmdline=\"exit=5 foo=bar\"")) << r.output;
+    EXPECT_TRUE(r.has_line("HELLO cmdline=\"exit=5 foo=bar pci=1\"")) << r.output;
     EXPECT_TRUE(r.has_line("HELLO cpus=1")) << r.output;
+    // QEMU's pc machine: i440FX host bridge, PIIX3 ISA bridge (multi-function,
+    // so its IDE function 1 is found too).
+    EXPECT_TRUE(r.has_line("HELLO pci=00:00.0 id=8086:1237")) << r.output;
+    EXPECT_TRUE(r.has_line("HELLO pci=00:01.0 id=8086:7000")) << r.output;
+    EXPECT_TRUE(r.has_line("HELLO pci=00:01.1 id=8086:7010")) << r.output;
 }
 
 TEST_F(GuestQemu, PioOutReportsResult)
