@@ -40,9 +40,7 @@ const BenchMetric bench_metrics[BENCH_N_METRICS] = {
 };
 
 static const BenchLoopOps *const all_impls[] = {
-#ifdef BENCH_HAVE_SHARDVM
     &bench_shardvm_ops,
-#endif
     &bench_libuv_ops,
     &bench_libevent_ops,
     &bench_glib_ops,
