@@ -128,6 +128,13 @@ void bench_report_table(const BenchResults *res, FILE *out)
     }
     fprintf(out, " %10s\n", "vs best");
     for (int m = 0; m < BENCH_N_METRICS; m++) {
+        bool any = false;
+        for (int i = 0; i < res->n_impls; i++) {
+            any |= !isnan(bench_results_median(res, m, i, NULL, NULL));
+        }
+        if (!any) {
+            continue; /* not run (--workload) */
+        }
         fprintf(out, "%-26s %-12s", bench_metrics[m].name,
                 bench_metrics[m].unit);
         for (int i = 0; i < res->n_impls; i++) {
@@ -176,8 +183,11 @@ void bench_report_targets(const BenchResults *res, FILE *out)
 {
     int sv = bench_results_shardvm(res);
 
-    if (sv < 0) {
-        return;
+    if (sv < 0 || isnan(advantage(res, M_XTHREAD)) ||
+        isnan(advantage(res, M_DEFERRED)) ||
+        isnan(advantage(res, M_PP_MEDIAN)) ||
+        isnan(bench_results_median(res, M_FDS_1, sv, NULL, NULL))) {
+        return; /* some workload not run (--workload, --impl) */
     }
     fprintf(out, "\ntargets (shown, not asserted):\n");
     double a = advantage(res, M_XTHREAD);
