@@ -77,6 +77,9 @@ typedef struct BenchLoopOps {
 } BenchLoopOps;
 
 extern const BenchLoopOps bench_shardvm_ops;
+/* --poll-max-ns: busy-poll limit given to every AioContext the benchmark
+ * creates (not the IOThread's); -1 keeps the context's default. */
+extern int64_t bench_shardvm_poll_max_ns;
 extern const BenchLoopOps bench_libuv_ops;
 extern const BenchLoopOps bench_libevent_ops;
 extern const BenchLoopOps bench_glib_ops;

@@ -2,7 +2,7 @@
  * bench-eventloop: shardvm's AioContext against libuv, libevent and glib.
  *
  *   bench-eventloop [--quick | --smoke] [--rounds N] [--impl a,b,...]
- *                   [--workload NAME] [--plot FILE.png]
+ *                   [--workload NAME] [--poll-max-ns NS] [--plot FILE.png]
  *
  * Every round runs every workload once per implementation, the order of
  * the implementations rotating from round to round; the figure reported
@@ -163,6 +163,9 @@ int main(int argc, char **argv)
           "only these implementations (comma-separated)", "LIST" },
         { "plot", 0, 0, G_OPTION_ARG_FILENAME, &plot, "write a PNG chart",
           "FILE" },
+        { "poll-max-ns", 0, 0, G_OPTION_ARG_INT64,
+          &bench_shardvm_poll_max_ns,
+          "busy-poll limit of shardvm's contexts (default: theirs)", "NS" },
         { "workload", 0, 0, G_OPTION_ARG_STRING, &workload,
           "only this workload (xthread pingpong deferred timers dispatch "
           "pool iothread), for profiling", "NAME" },

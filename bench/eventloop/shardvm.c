@@ -4,7 +4,8 @@
  * Post: aio_bh_schedule_oneshot().  Waker and deferred callback: one
  * pre-allocated BH, aio_bh_schedule().  Timers: AioTimer (ns deadlines).
  * fd watches: aio_set_fd_handler().  A context is used with its defaults
- * (adaptive busy-polling as aio_context_new() sets it up).
+ * (adaptive busy-polling as aio_context_new() sets it up) unless
+ * --poll-max-ns says otherwise.
  * Thread pool and IOThread, when built (SHARDVM_BENCH_THREADS): the
  * context's own thread pool and a real IOThread.
  */
@@ -18,6 +19,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+
+int64_t bench_shardvm_poll_max_ns = -1;
 
 /* An AioContext has no run/stop of its own: its users (IOThreads, the
  * main loop) call aio_poll() until a flag says stop. */
@@ -40,6 +43,9 @@ static void *svm_loop_new(void)
     if (!l->ctx) {
         fprintf(stderr, "bench: aio_context_new: %s\n", err->message);
         exit(1);
+    }
+    if (bench_shardvm_poll_max_ns >= 0) {
+        aio_context_set_poll_params(l->ctx, bench_shardvm_poll_max_ns, 0, 0);
     }
     return l;
 }
