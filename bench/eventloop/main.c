@@ -51,7 +51,7 @@ static const BenchParams params_full = {
     .pingpong_n = 5000, .pingpong_warm = 200,
     .deferred_n = 1000000,
     .timers_k = 1000, .timers_rounds = 100, .timers_spread_ns = 20000,
-    .dispatch_iters = 20000,
+    .dispatch_iters = 10000,
     .pool_workers = 4, .pool_rt_n = 2000, .pool_tp_n = 100000,
     .pool_inflight = 64,
     .iot_n = 500, .iot_gap_us = 200,
@@ -157,7 +157,7 @@ int main(int argc, char **argv)
         { "quick", 0, 0, G_OPTION_ARG_NONE, &quick, "short run", NULL },
         { "smoke", 0, 0, G_OPTION_ARG_NONE, &smoke,
           "tiny run that checks the output (for the test suite)", NULL },
-        { "rounds", 0, 0, G_OPTION_ARG_INT, &rounds, "rounds (default 7; --quick 3)",
+        { "rounds", 0, 0, G_OPTION_ARG_INT, &rounds, "rounds (default 11; --quick 3)",
           "N" },
         { "impl", 0, 0, G_OPTION_ARG_STRING, &only,
           "only these implementations (comma-separated)", "LIST" },
@@ -185,7 +185,7 @@ int main(int argc, char **argv)
     const BenchParams *p = smoke ? &params_smoke
                            : quick ? &params_quick : &params_full;
     if (rounds <= 0) {
-        rounds = smoke ? 1 : quick ? 3 : 7;
+        rounds = smoke ? 1 : quick ? 3 : 11;
     }
 
     const BenchLoopOps *impls[G_N_ELEMENTS(all_impls)];
