@@ -74,8 +74,8 @@ static void gb_post(void *loop, BenchCb *cb, void *opaque)
 
     c->cb = cb;
     c->opaque = opaque;
-    g_main_context_invoke_full(gb_ctx(loop), G_PRIORITY_DEFAULT, gb_invoke_cb, c,
-                               g_free);
+    g_main_context_invoke_full(gb_ctx(loop), G_PRIORITY_DEFAULT,
+                               gb_invoke_cb, c, g_free);
 }
 
 /* A source that is dispatched when its ready time has come. */
