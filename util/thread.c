@@ -1,11 +1,11 @@
 /* Thread creation with naming, signal mask and RCU registration. */
 #include "shardvm/thread.h"
 #include "shardvm/error.h"
+#include "shardvm/rcu.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <urcu/urcu-memb.h>
 
 typedef struct ThreadStart {
     void *(*fn)(void *);
@@ -26,9 +26,9 @@ static void *thread_trampoline(void *opaque)
     g_free(opaque);
 
     shardvm_thread_set_name(ts.name);
-    urcu_memb_register_thread();
+    shardvm_rcu_register_thread();
     void *ret = ts.fn(ts.arg);
-    urcu_memb_unregister_thread();
+    shardvm_rcu_unregister_thread();
     return ret;
 }
 
@@ -57,5 +57,11 @@ int shardvm_thread_create(pthread_t *thread, const char *name,
         return shardvm_error_set(errp, -r, "cannot start thread '%s': %s",
                                  name, strerror(r));
     }
+    /* Name it from here too, so the name is visible (ps -T, /proc) as soon
+     * as we return; the thread's own call may come later.  A thread that
+     * already exited makes this fail harmlessly. */
+    char buf[16];
+    g_strlcpy(buf, name, sizeof(buf));
+    pthread_setname_np(*thread, buf);
     return 0;
 }
