@@ -6,16 +6,14 @@
  * fd watches: aio_set_fd_handler().  A context is used with its defaults
  * (adaptive busy-polling as aio_context_new() sets it up) unless
  * --poll-max-ns says otherwise.
- * Thread pool and IOThread, when built (SHARDVM_BENCH_THREADS): the
- * context's own thread pool and a real IOThread.
+ * Thread pool and I/O thread: the context's own thread pool and a real
+ * IOThread.
  */
 #include "bench-ops.h"
 
 #include "shardvm/aio.h"
-#ifdef SHARDVM_BENCH_THREADS
 #include "shardvm/iothread.h"
 #include "shardvm/thread-pool.h"
-#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,7 +130,6 @@ static void svm_fd_unwatch(void *p)
     g_free(w);
 }
 
-#ifdef SHARDVM_BENCH_THREADS
 /* The pool belongs to the context; only its size is set here. */
 static void *svm_pool_new(void *loop, int workers)
 {
@@ -181,7 +178,6 @@ static void svm_iothread_free(void *p)
     iothread_free(t->iot);
     g_free(t);
 }
-#endif
 
 const BenchLoopOps bench_shardvm_ops = {
     .name = "shardvm",
@@ -201,12 +197,10 @@ const BenchLoopOps bench_shardvm_ops = {
     .timer_free = svm_timer_free,
     .fd_watch = svm_fd_watch,
     .fd_unwatch = svm_fd_unwatch,
-#ifdef SHARDVM_BENCH_THREADS
     .pool_new = svm_pool_new,
     .pool_submit = svm_pool_submit,
     .pool_free = svm_pool_free,
     .iothread_new = svm_iothread_new,
     .iothread_free = svm_iothread_free,
     .has_iothread = true,
-#endif
 };
