@@ -95,6 +95,12 @@ struct AioContext {
     /* BHSlices still being run by (possibly nested) aio_bh_poll(), oldest
      * first; home thread only. */
     BHSlice *bh_slices;
+    /* One-shot blocks handed back for reuse (aio/bh-recycle.c): a stack
+     * pushed by the home thread, taken whole by producers. */
+    _Atomic(AioBH *) recycle;
+    atomic_int recycle_n;                     /* about how many on it */
+    AioBH *recycle_local, *recycle_local_tail; /* home thread's batch */
+    int recycle_local_n;                      /* home thread */
     /* BHs made by aio_bh_new() (and timers' BHs) not yet freed. */
     pthread_mutex_t bh_lock;
     AioBH *all_bhs; /* bh_lock */
@@ -131,9 +137,6 @@ struct AioContext {
     _Atomic(struct ThreadPool *) thread_pool;
 };
 
-/* poll-max-ns of a new context: QEMU's IOThread default. */
-#define AIO_POLL_MAX_NS_DEFAULT 32768
-
 #define BH_LIST_CLOSED ((AioBH *)(uintptr_t)1)
 
 /* async.c */
@@ -144,6 +147,17 @@ int64_t aio_bh_timeout_ns(AioContext *ctx);
 void aio_notify_accept(AioContext *ctx);
 /* aio_bh_new() without the home-thread check, for timers. */
 AioBH *aio_bh_new_internal(AioContext *ctx, AioBHFunc *cb, void *opaque);
+
+/* bh-recycle.c */
+/* A spare one-shot block for @ctx, or NULL (then allocate).  Any thread. */
+AioBH *bh_recycle_alloc(AioContext *ctx);
+/* Keep a one-shot block that ran.  Home thread. */
+void bh_recycle_put(AioContext *ctx, AioBH *bh);
+/* Hand the home thread's batch back to producers.  Home thread. */
+void bh_recycle_flush(AioContext *ctx);
+void bh_recycle_free_list(AioBH *bh);
+/* Free every parked block.  Finalisation. */
+void bh_recycle_destroy(AioContext *ctx);
 
 /* timer.c */
 int64_t aio_timers_deadline_ns(AioContext *ctx); /* -1: none */

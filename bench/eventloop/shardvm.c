@@ -4,7 +4,7 @@
  * Post: aio_bh_schedule_oneshot().  Waker and deferred callback: one
  * pre-allocated BH, aio_bh_schedule().  Timers: AioTimer (ns deadlines).
  * fd watches: aio_set_fd_handler().  A context is used with its defaults
- * (adaptive busy-polling as aio_context_new() sets it up) unless
+ * (busy polling off, as aio_context_new() sets it up; --poll-max-ns turns it on) unless
  * --poll-max-ns says otherwise.
  * Thread pool and I/O thread: the context's own thread pool and a real
  * IOThread.

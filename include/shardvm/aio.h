@@ -142,12 +142,14 @@ void aio_notify(AioContext *ctx);
 
 /*
  * aio_context_set_poll_params: adaptive busy-polling, with QEMU's
- * semantics: @max_ns (0 disables polling; QEMU's default is 32768) bounds
+ * semantics: @max_ns (0 disables polling, the default of a new context;
+ * IOThreads default to QEMU's 32768) bounds
  * the busy-poll time; after a wait longer than the current poll time but
  * within @max_ns the poll time is multiplied by @grow (0 means 2); after a
  * wait longer than @max_ns it is divided by @shrink (0 means reset to 0).
- * Any thread; takes effect at the next aio_poll().  Negative values give
- * -EINVAL.
+ * While a handler without an io_poll callback is registered the context
+ * does not busy-poll (QEMU's rule).  Any thread; takes effect at the next
+ * aio_poll().  Negative values give -EINVAL.
  */
 int aio_context_set_poll_params(AioContext *ctx, int64_t max_ns,
                                 int64_t grow, int64_t shrink);
