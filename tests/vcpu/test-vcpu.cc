@@ -5,7 +5,9 @@
 #include <dirent.h>
 #include <sys/ioctl.h>
 #include <cstring>
+#include <algorithm>
 #include <memory>
+#include <string>
 
 static int count_fds()
 {
@@ -363,4 +365,65 @@ TEST_F(VmTest, CpuidHasKvmLeavesAndApicIds)
         EXPECT_TRUE(sig);
         EXPECT_TRUE(leaf1);
     }
+}
+
+TEST_F(VmTest, KickVcpuHaltedInKernel)
+{
+    create();
+    load(GuestCode().out8(kEndPort).hlt().spin());
+    start();
+    ASSERT_TRUE(wait_end());
+    VCPU *cpu = vm_get_vcpu(vm_, 0);
+    for (uint64_t i = 1; i <= 100; i++) {
+        vcpu_kick(cpu);
+        ASSERT_TRUE(wait_for([&] {
+            VCPUStats st;
+            vcpu_get_stats(cpu, &st);
+            return st.kicks_seen >= i;
+        }, 10.0)) << "kick " << i << " was lost";
+    }
+}
+
+static std::vector<std::string> thread_names()
+{
+    std::vector<std::string> names;
+    DIR *d = opendir("/proc/self/task");
+    while (struct dirent *e = d ? readdir(d) : nullptr) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+        FILE *f = fopen(path.c_str(), "r");
+        char buf[32] = {};
+        if (f && fgets(buf, sizeof(buf), f)) {
+            std::string s(buf);
+            if (!s.empty() && s.back() == '\n') {
+                s.pop_back();
+            }
+            names.push_back(s);
+        }
+        if (f) {
+            fclose(f);
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    return names;
+}
+
+TEST_F(VmTest, VcpuThreadsAreNamedAndJoined)
+{
+    create(2);
+    load(GuestCode().out8(kEndPort).hlt());
+    start();
+    ASSERT_TRUE(wait_end(2));
+    auto names = thread_names();
+    EXPECT_EQ(std::count(names.begin(), names.end(), "CPU 0/KVM"), 1);
+    EXPECT_EQ(std::count(names.begin(), names.end(), "CPU 1/KVM"), 1);
+    vm_stop(vm_);
+    vm_stop(vm_); // idempotent
+    names = thread_names();
+    EXPECT_EQ(std::count(names.begin(), names.end(), "CPU 0/KVM"), 0);
+    EXPECT_EQ(std::count(names.begin(), names.end(), "CPU 1/KVM"), 0);
 }
