@@ -245,9 +245,18 @@ static void ack_notified(EventNotifier *e)
  *       inc %eax; cmp $N+1,%eax; jne kick
  * out %al,$MARK; hlt
  */
-static GByteArray *ack_guest(uint32_t n)
+static GByteArray *ack_guest(uint32_t n, bool wait_ack)
 {
     GByteArray *c = g_byte_array_new();
+    if (!wait_ack) {
+        /* mov $N,%ecx; out %al,$MARK; 1: out %al,$KICK; dec %ecx; jnz 1b;
+         * out %al,$MARK; hlt */
+        guint8 loop[] = { 0xb9, n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff,
+                          n >> 24, 0xe6, MARK_PORT, 0xe6, KICK_PORT, 0x49,
+                          0x75, 0xfb, 0xe6, MARK_PORT, 0xf4 };
+        g_byte_array_append(c, loop, sizeof(loop));
+        return c;
+    }
     guint8 head[] = { 0xb8, 1, 0, 0, 0, 0xe6, MARK_PORT };
     g_byte_array_append(c, head, sizeof(head));
     guint kick = c->len;
@@ -268,7 +277,7 @@ static GByteArray *ack_guest(uint32_t n)
     return c;
 }
 
-double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd)
+double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd, bool wait_ack)
 {
     BenchGuest g;
     IOThread *iot = NULL;
@@ -296,7 +305,7 @@ double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd)
     } else {
         address_space_add(pio, "kick", KICK_PORT, 1, &kick_ops, &g, 0, NULL);
     }
-    GByteArray *code = ack_guest((uint32_t)o->ack_count);
+    GByteArray *code = ack_guest((uint32_t)o->ack_count, wait_ack);
     vm_memory_write(g.vm, 0x1000, code->data, code->len);
     g_byte_array_free(code, TRUE);
     VCPUEntry32 e = { .eip = 0x1000, .esp = 0x8000 };
