@@ -427,3 +427,31 @@ TEST_F(VmTest, VcpuThreadsAreNamedAndJoined)
     EXPECT_EQ(std::count(names.begin(), names.end(), "CPU 0/KVM"), 0);
     EXPECT_EQ(std::count(names.begin(), names.end(), "CPU 1/KVM"), 0);
 }
+
+// On this platform CPL0 code is emulated and KVM's emulator does not know
+// rdrand: KVM_EXIT_INTERNAL_ERROR (emulation failure).  Where CPL0 runs
+// natively the guest simply continues; either way the VMM must not crash.
+TEST_F(VmTest, EmulationFailureReportsInternalError)
+{
+    create();
+    GuestCode c;
+    c.out8(kEndPort);
+    c.b.insert(c.b.end(), { 0x0f, 0xc7, 0xf0 }); // rdrand %eax
+    c.out8(kEndPort).hlt();
+    load(c);
+    start();
+    ASSERT_TRUE(wait_for([&] {
+        return stop_requests_.load() > 0 || end_.writes.load() >= 2;
+    }));
+    if (stop_requests_.load() == 0) {
+        GTEST_LOG_(INFO) << "rdrand ran natively: no emulation failure here";
+        return;
+    }
+    EXPECT_EQ(stop_reason_.load(), VM_STOP_INTERNAL_ERROR);
+    VCPU *cpu = vm_get_vcpu(vm_, 0);
+    ASSERT_TRUE(wait_for([&] { return vcpu_is_halted(cpu); }));
+    VCPUStats st;
+    vcpu_get_stats(cpu, &st);
+    EXPECT_EQ(st.error_exits, 1u);
+    EXPECT_EQ(end_.writes.load(), 1u);
+}
