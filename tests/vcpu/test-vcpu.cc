@@ -455,3 +455,40 @@ TEST_F(VmTest, EmulationFailureReportsInternalError)
     EXPECT_EQ(st.error_exits, 1u);
     EXPECT_EQ(end_.writes.load(), 1u);
 }
+
+// rep outsb / rep insb: KVM hands several items over in one exit.
+TEST_F(VmTest, StringIo)
+{
+    create();
+    Recorder dev;
+    dev.read_value = 0x5a;
+    ASSERT_NE(address_space_add(vm_get_pio_space(vm_), "dev", 0x70, 1,
+                                &Recorder::ops, &dev, 0, nullptr), nullptr);
+    const char msg[] = "hello, string";
+    ASSERT_EQ(vm_memory_write(vm_, 0x3000, msg, sizeof(msg) - 1), 0);
+    GuestCode c;
+    auto raw = [&](std::initializer_list<uint8_t> b) { c.b.insert(c.b.end(), b); };
+    raw({ 0xbe, 0x00, 0x30, 0, 0 });                   // mov $0x3000,%esi
+    c.mov_ecx(sizeof(msg) - 1);
+    raw({ 0x66, 0xba, 0x70, 0x00 });                   // mov $0x70,%dx
+    raw({ 0xf3, 0x6e });                               // rep outsb
+    raw({ 0xbf, 0x00, 0x40, 0, 0 });                   // mov $0x4000,%edi
+    c.mov_ecx(8);
+    raw({ 0xf3, 0x6c });                               // rep insb
+    c.out8(kEndPort).hlt();
+    load(c);
+    start();
+    ASSERT_TRUE(wait_end());
+    std::lock_guard<std::mutex> g(dev.mu);
+    ASSERT_EQ(dev.log.size(), sizeof(msg) - 1);
+    for (size_t i = 0; i < sizeof(msg) - 1; i++) {
+        EXPECT_EQ(dev.log[i], 1ull << 40 | (uint8_t)msg[i]) << i;
+    }
+    EXPECT_EQ(dev.reads.load(), 8u);
+    uint8_t in[9] = {};
+    ASSERT_EQ(vm_memory_read(vm_, 0x4000, in, sizeof(in)), 0);
+    for (int i = 0; i < 8; i++) {
+        EXPECT_EQ(in[i], 0x5a) << i;
+    }
+    EXPECT_EQ(in[8], 0);
+}
