@@ -198,6 +198,7 @@ out:
 /* The ack guests                                                   */
 
 #define ACK_ADDR  0x2000
+#define REQ_ADDR  0x2040
 #define KICK_PORT 0x90
 #define MARK_PORT 0xf0
 
@@ -227,20 +228,44 @@ static const IORegionOps kick_ops = { NULL, kick_write };
 typedef struct AckNotifier {
     EventNotifier e;
     BenchGuest *g;
+    uint32_t *req;            /* guest RAM: the request the guest posted */
     uint32_t acked;           /* IOThread only */
 } AckNotifier;
 
+/* Acknowledge the guest's latest request (like completing a virtqueue
+ * request: the guest posted it in memory before kicking). */
+static void ack_pending(AckNotifier *a)
+{
+    uint32_t req = __atomic_load_n(a->req, __ATOMIC_ACQUIRE);
+    if (req != a->acked) {
+        a->acked = req;
+        __atomic_store_n(a->g->ack, req, __ATOMIC_RELEASE);
+    }
+}
+
 static void ack_notified(EventNotifier *e)
 {
-    AckNotifier *a = (AckNotifier *)e;
     if (event_notifier_test_and_clear(e)) {
-        __atomic_store_n(a->g->ack, ++a->acked, __ATOMIC_RELEASE);
+        ack_pending((AckNotifier *)e);
     }
+}
+
+/* Busy-poll: is there a request in guest memory not yet acked?  This is
+ * how a polling IOThread sees virtqueue work without waiting for a kick. */
+static bool ack_poll(void *opaque)
+{
+    AckNotifier *a = opaque;
+    return __atomic_load_n(a->req, __ATOMIC_ACQUIRE) != a->acked;
+}
+
+static void ack_poll_ready(EventNotifier *e)
+{
+    ack_pending((AckNotifier *)e);
 }
 
 /*
  * mov $1,%eax; out %al,$MARK
- * kick: out %al,$KICK
+ * kick: mov %eax,(REQ); out %al,$KICK
  * wait: cmp (ACK),%eax; jne wait
  *       inc %eax; cmp $N+1,%eax; jne kick
  * out %al,$MARK; hlt
@@ -260,7 +285,8 @@ static GByteArray *ack_guest(uint32_t n, bool wait_ack)
     guint8 head[] = { 0xb8, 1, 0, 0, 0, 0xe6, MARK_PORT };
     g_byte_array_append(c, head, sizeof(head));
     guint kick = c->len;
-    guint8 out[] = { 0xe6, KICK_PORT };
+    guint8 out[] = { 0xa3, REQ_ADDR & 0xff, REQ_ADDR >> 8, 0, 0,
+                     0xe6, KICK_PORT };
     g_byte_array_append(c, out, sizeof(out));
     guint wait = c->len;
     guint8 cmp[] = { 0x3b, 0x05, ACK_ADDR & 0xff, ACK_ADDR >> 8, 0, 0,
@@ -277,7 +303,8 @@ static GByteArray *ack_guest(uint32_t n, bool wait_ack)
     return c;
 }
 
-double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd, bool wait_ack)
+double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd, bool wait_ack,
+                     bool polled)
 {
     BenchGuest g;
     IOThread *iot = NULL;
@@ -297,8 +324,10 @@ double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd, bool wait_ack)
             goto out;
         }
         an.g = &g;
+        an.req = vm_gpa_to_hva(g.vm, REQ_ADDR, 4);
         aio_set_event_notifier(iothread_get_aio_context(iot), &an.e,
-                               ack_notified, NULL, NULL);
+                               ack_notified, polled ? ack_poll : NULL,
+                               polled ? ack_poll_ready : NULL);
         if (vm_add_ioeventfd(g.vm, &an.e, true, KICK_PORT, 1, false, 0) < 0) {
             goto out;
         }

@@ -19,6 +19,9 @@
  *   ioeventfd_wakeup_ns shardvm: the guest writes the ioeventfd port and
  *                       spins until the IOThread's handler has written an
  *                       ack into guest memory; per round trip.
+ *   ioeventfd_polled_ns shardvm: the same, with the handler also busy-polling
+ *                       the request word the guest writes before each kick
+ *                       (the IOThread's adaptive polling, 32 us default).
  *   boot_to_guest_ms    spawn -> first "HELLO" line of hello.elf on the
  *                       serial port.  shardvm needs the build/shardvm binary.
  * Output: a table, one "BENCH suite=vmm metric=M impl=I value=V unit=U"
@@ -44,6 +47,7 @@ static const struct {
     [M_PIO_EXIT_CPL0] = { "pio_exit_cpl0_ns", "ns" },
     [M_IOEVENTFD_EXIT] = { "ioeventfd_exit_ns", "ns" },
     [M_IOEVENTFD_WAKEUP] = { "ioeventfd_wakeup_ns", "ns" },
+    [M_IOEVENTFD_POLLED] = { "ioeventfd_polled_ns", "ns" },
     [M_BOOT_TO_GUEST] = { "boot_to_guest_ms", "ms" },
 };
 
@@ -262,10 +266,13 @@ int main(int argc, char **argv)
             }
         }
         record(M_PIO_EXIT_CPL0, IMPL_SHARDVM,
-               inproc_ack_ns(&o, false, false));
-        record(M_IOEVENTFD_EXIT, IMPL_SHARDVM, inproc_ack_ns(&o, true, false));
+               inproc_ack_ns(&o, false, false, false));
+        record(M_IOEVENTFD_EXIT, IMPL_SHARDVM,
+               inproc_ack_ns(&o, true, false, false));
         record(M_IOEVENTFD_WAKEUP, IMPL_SHARDVM,
-               inproc_ack_ns(&o, true, true));
+               inproc_ack_ns(&o, true, true, false));
+        record(M_IOEVENTFD_POLLED, IMPL_SHARDVM,
+               inproc_ack_ns(&o, true, true, true));
         if (o.guest_dir) {
             if (o.shardvm_bin) {
                 record(M_BOOT_TO_GUEST, IMPL_SHARDVM,
