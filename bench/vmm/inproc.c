@@ -230,6 +230,7 @@ typedef struct AckNotifier {
     BenchGuest *g;
     uint32_t *req;            /* guest RAM: the request the guest posted */
     uint32_t acked;           /* IOThread only */
+    bool polled;
 } AckNotifier;
 
 /* Acknowledge the guest's latest request (like completing a virtqueue
@@ -261,6 +262,22 @@ static bool ack_poll(void *opaque)
 static void ack_poll_ready(EventNotifier *e)
 {
     ack_pending((AckNotifier *)e);
+}
+
+/* The handler belongs to the IOThread: attach and detach it there. */
+static void ack_attach(void *opaque)
+{
+    AckNotifier *a = opaque;
+    aio_set_event_notifier(aio_get_current_context(), &a->e, ack_notified,
+                           a->polled ? ack_poll : NULL,
+                           a->polled ? ack_poll_ready : NULL);
+}
+
+static void ack_detach(void *opaque)
+{
+    AckNotifier *a = opaque;
+    aio_set_event_notifier(aio_get_current_context(), &a->e, NULL, NULL,
+                           NULL);
 }
 
 /*
@@ -325,9 +342,8 @@ double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd, bool wait_ack,
         }
         an.g = &g;
         an.req = vm_gpa_to_hva(g.vm, REQ_ADDR, 4);
-        aio_set_event_notifier(iothread_get_aio_context(iot), &an.e,
-                               ack_notified, polled ? ack_poll : NULL,
-                               polled ? ack_poll_ready : NULL);
+        an.polled = polled;
+        aio_context_run_sync(iothread_get_aio_context(iot), ack_attach, &an);
         if (vm_add_ioeventfd(g.vm, &an.e, true, KICK_PORT, 1, false, 0) < 0) {
             goto out;
         }
@@ -357,8 +373,8 @@ out:
         vm_stop(g.vm);
         if (ioeventfd && an.e.fd >= 0) {
             vm_del_ioeventfd(g.vm, &an.e, true, KICK_PORT, 1, false, 0);
-            aio_set_event_notifier(iothread_get_aio_context(iot), &an.e,
-                                   NULL, NULL, NULL);
+            aio_context_run_sync(iothread_get_aio_context(iot), ack_detach,
+                                 &an);
         }
     }
     guest_fini(&g);
