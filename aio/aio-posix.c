@@ -21,6 +21,19 @@
 #include <time.h>
 #include <unistd.h>
 
+/*
+ * A handler registered by one thread reaches the poller through the
+ * kernel (epoll's data.ptr), an edge ThreadSanitizer cannot see; tell it.
+ */
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define tsan_release(p) __tsan_release(p)
+#define tsan_acquire(p) __tsan_acquire(p)
+#else
+#define tsan_release(p) ((void)(p))
+#define tsan_acquire(p) ((void)(p))
+#endif
+
 /* Events taken from epoll per wait; more stay ready for the next pass. */
 #define AIO_MAX_EVENTS 64
 /* Passes in a row that may skip epoll because work was already known. */
@@ -140,6 +153,9 @@ static void set_handler(AioContext *ctx, int fd, AioHandler *new_h)
      * the new one, DEL happens before we return, so after removal the fd
      * may be closed and reused at once.
      */
+    if (new_h) {
+        tsan_release(new_h);
+    }
     if (old_events && new_events) {
         r = epoll_ctl(ctx->epollfd, EPOLL_CTL_MOD, fd, &ev);
     } else if (new_events) {
@@ -417,6 +433,7 @@ static bool dispatch_fds(AioContext *ctx, struct epoll_event *events, int n)
             event_notifier_test_and_clear(&ctx->notifier);
             continue;
         }
+        tsan_acquire(h);
         if (handler_live(h) && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
             if (h->is_notifier && h->en_read) {
                 h->en_read(h->opaque);
