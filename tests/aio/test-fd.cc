@@ -258,7 +258,7 @@ TEST_F(AioTest, BusyPollFindsWorkWithoutFd)
     aio_set_fd_handler(ctx, p.fd[0], nullptr, nullptr, rec_poll, rec_ready, &r);
     aio_poll(ctx, false);
     // Grow poll_ns: a few passes that wait briefly.
-    for (int i = 0; i < 20 && aio_context_get_poll_ns(ctx) < 1000000; i++) {
+    for (int i = 0; i < 100 && aio_context_get_poll_ns(ctx) < 1000000; i++) {
         aio_bh_schedule_oneshot(ctx, [](void *) {}, nullptr);
         aio_poll(ctx, true);
         std::thread t([&] {
@@ -291,7 +291,7 @@ TEST_F(AioTest, PollNotifyAndLastPollBeforeBlocking)
     aio_set_fd_handler(ctx, p.fd[0], nullptr, nullptr, rec_poll, rec_ready, &r);
     aio_set_fd_poll_notify(ctx, p.fd[0], rec_notify);
     // Warm up so poll_ns > 0.
-    for (int i = 0; i < 10 && aio_context_get_poll_ns(ctx) == 0; i++) {
+    for (int i = 0; i < 100 && aio_context_get_poll_ns(ctx) == 0; i++) {
         std::thread t([&] {
             std::this_thread::sleep_for(std::chrono::microseconds(20));
             aio_notify(ctx);
