@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <urcu/urcu-memb.h>
+#include "shardvm/rcu.h"
 
 typedef struct ThreadStart {
     void *(*fn)(void *);
@@ -26,9 +26,9 @@ static void *thread_trampoline(void *opaque)
     g_free(opaque);
 
     shardvm_thread_set_name(ts.name);
-    urcu_memb_register_thread();
+    shardvm_rcu_register_thread();
     void *ret = ts.fn(ts.arg);
-    urcu_memb_unregister_thread();
+    shardvm_rcu_unregister_thread();
     return ret;
 }
 

@@ -25,21 +25,35 @@ extern "C" {
 /*
  * main_loop_init: make the calling thread the main-loop thread (names it
  * "shardvm", registers it with RCU), create the main AioContext, the fd
- * handler context and the GMainContext, block the signals the main loop
- * handles in this thread and install their handler (signalfd, or the compat
- * thread when signalfd fails or @force_signal_compat is set).  Takes the BQL
- * for the caller.  Returns 0 or a negative errno (and fills @errp).
+ * handler context and attach both to the GMainContext (glib's default
+ * one), block the signals the main loop handles in this thread and install
+ * their handler (signalfd, or the compat thread "sigwait" when signalfd
+ * fails, @force_signal_compat is set or the environment has
+ * SHARDVM_SIGNAL_COMPAT=1).  Clears an earlier shutdown request.  Takes the
+ * BQL for the caller.  Returns 0 or a negative errno (and fills @errp);
+ * -EBUSY if the main loop is already initialised.  Call it before starting
+ * other threads that do not block signals themselves.
+ *
+ * Signals: SIGTERM/SIGINT/SIGHUP request SHUTDOWN_HOST_SIGNAL (see
+ * main_loop_shutdown_signal()); a process-directed SIGBUS is reported and
+ * requests SHUTDOWN_ERROR; SIGIO and SIGALRM are counted and ignored.  They
+ * stay blocked in the main thread after main_loop_cleanup().  In compat
+ * mode only process-directed signals (kill(2)) are seen: a signal sent to
+ * the main thread itself (raise(3), tgkill) stays pending on it.  SIGUSR1
+ * (the vCPU kick) is left alone.
  */
 int main_loop_init(bool force_signal_compat, GError **errp);
 
-/* main_loop_cleanup: undo main_loop_init().  Main-loop thread, BQL held
- * (released on return). */
+/* main_loop_cleanup: undo main_loop_init() (stops the compat thread).
+ * Every fd handler set with main_loop_set_fd_handler() must have been
+ * removed.  Main-loop thread, BQL held (released on return). */
 void main_loop_cleanup(void);
 
 /* main_loop_get_aio_context: the main AioContext.  Any thread. */
 AioContext *main_loop_get_aio_context(void);
 
-/* main_loop_get_gmain_context: the GMainContext the main loop iterates. */
+/* main_loop_get_gmain_context: the GMainContext the main loop iterates
+ * (glib's default context).  Any thread. */
 GMainContext *main_loop_get_gmain_context(void);
 
 /*
@@ -77,14 +91,26 @@ enum {
  */
 void main_loop_request_shutdown(int reason);
 
-/* main_loop_shutdown_requested: the pending reason, or SHUTDOWN_NONE. */
+/* main_loop_shutdown_requested: the pending reason, or SHUTDOWN_NONE.
+ * Any thread. */
 int main_loop_shutdown_requested(void);
 
 /* main_loop_shutdown_signal: the signal number behind a SHUTDOWN_HOST_SIGNAL
  * request, 0 otherwise.  Any thread. */
 int main_loop_shutdown_signal(void);
 
-/* BQL.  bql_lock/bql_unlock: any thread; not recursive. */
+/*
+ * main_loop_signal_count: how many @signo the main loop's signal handler
+ * has taken since main_loop_init() (tests, statistics).  Any thread.
+ */
+unsigned long main_loop_signal_count(int signo);
+
+/* main_loop_signalfd_active: true when signals arrive through a signalfd,
+ * false when through the compat thread (or before init).  Main-loop thread. */
+bool main_loop_signalfd_active(void);
+
+/* BQL.  bql_lock/bql_unlock: any thread; not recursive (aborts if the
+ * caller already holds it / does not hold it). */
 void bql_lock(void);
 void bql_unlock(void);
 /* bql_locked: true when the calling thread holds the BQL. */
