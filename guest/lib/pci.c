@@ -1,0 +1,73 @@
+/* Configuration mechanism #1: address to 0xCF8, data at 0xCFC + (off & 3). */
+#include "pci.h"
+
+#include "io.h"
+
+#define PCI_CONFIG_ADDR 0xcf8
+#define PCI_CONFIG_DATA 0xcfc
+
+static void pci_select(pci_bdf_t bdf, uint8_t off)
+{
+    outl(PCI_CONFIG_ADDR, 0x80000000u | ((uint32_t)bdf << 8) | (off & 0xfc));
+}
+
+uint8_t pci_read8(pci_bdf_t bdf, uint8_t off)
+{
+    pci_select(bdf, off);
+    return inb(PCI_CONFIG_DATA + (off & 3));
+}
+
+uint16_t pci_read16(pci_bdf_t bdf, uint8_t off)
+{
+    pci_select(bdf, off);
+    return inw(PCI_CONFIG_DATA + (off & 2));
+}
+
+uint32_t pci_read32(pci_bdf_t bdf, uint8_t off)
+{
+    pci_select(bdf, off);
+    return inl(PCI_CONFIG_DATA);
+}
+
+void pci_write8(pci_bdf_t bdf, uint8_t off, uint8_t v)
+{
+    pci_select(bdf, off);
+    outb(PCI_CONFIG_DATA + (off & 3), v);
+}
+
+void pci_write16(pci_bdf_t bdf, uint8_t off, uint16_t v)
+{
+    pci_select(bdf, off);
+    outw(PCI_CONFIG_DATA + (off & 2), v);
+}
+
+void pci_write32(pci_bdf_t bdf, uint8_t off, uint32_t v)
+{
+    pci_select(bdf, off);
+    outl(PCI_CONFIG_DATA, v);
+}
+
+bool pci_find(uint16_t vendor, uint16_t device, unsigned index, pci_bdf_t *bdf)
+{
+    for (unsigned dev = 0; dev < 32; dev++) {
+        unsigned nfn = 1;
+
+        for (unsigned fn = 0; fn < nfn; fn++) {
+            pci_bdf_t b = PCI_BDF(0, dev, fn);
+            uint32_t id = pci_read32(b, PCI_VENDOR_ID);
+
+            if ((id & 0xffff) == 0xffff) {
+                continue;
+            }
+            if (fn == 0 && (pci_read8(b, PCI_HEADER_TYPE) & 0x80)) {
+                nfn = 8;        /* multi-function device */
+            }
+            if ((id & 0xffff) == vendor &&
+                (device == 0xffff || (id >> 16) == device) && index-- == 0) {
+                *bdf = b;
+                return true;
+            }
+        }
+    }
+    return false;
+}

@@ -1,0 +1,44 @@
+/*
+ * PCI configuration space through the legacy 0xCF8/0xCFC mechanism
+ * (each access is two PIO exits).  Not locked: a guest program touching
+ * config space from several vCPUs at once must serialise itself.
+ */
+#ifndef GUEST_PCI_H
+#define GUEST_PCI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A device address: bus << 8 | device << 3 | function. */
+typedef uint16_t pci_bdf_t;
+
+#define PCI_BDF(bus, dev, fn)   ((pci_bdf_t)(((bus) << 8) | ((dev) << 3) | (fn)))
+#define PCI_BUS(bdf)            ((bdf) >> 8)
+#define PCI_DEV(bdf)            (((bdf) >> 3) & 0x1f)
+#define PCI_FN(bdf)             ((bdf) & 7)
+
+#define PCI_VENDOR_ID           0x00
+#define PCI_DEVICE_ID           0x02
+#define PCI_COMMAND             0x04
+#define PCI_HEADER_TYPE         0x0e
+#define PCI_BAR0                0x10
+#define PCI_COMMAND_IO          0x1
+#define PCI_COMMAND_MEMORY      0x2
+#define PCI_COMMAND_MASTER      0x4
+
+uint8_t pci_read8(pci_bdf_t bdf, uint8_t off);
+uint16_t pci_read16(pci_bdf_t bdf, uint8_t off);
+uint32_t pci_read32(pci_bdf_t bdf, uint8_t off);
+void pci_write8(pci_bdf_t bdf, uint8_t off, uint8_t v);
+void pci_write16(pci_bdf_t bdf, uint8_t off, uint16_t v);
+void pci_write32(pci_bdf_t bdf, uint8_t off, uint32_t v);
+
+/*
+ * pci_find: scan bus 0 (every device, every function of multi-function
+ * devices) for the @index-th (0-based) function with @vendor:@device;
+ * 0xffff for @device matches any device of @vendor.  Returns true and sets
+ * *@bdf when found.
+ */
+bool pci_find(uint16_t vendor, uint16_t device, unsigned index, pci_bdf_t *bdf);
+
+#endif
