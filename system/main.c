@@ -6,7 +6,6 @@
 #include "shardvm/machine.h"
 #include "shardvm/main-loop.h"
 #include "shardvm/options.h"
-#include "shardvm/rcu.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -54,7 +53,8 @@ int main(int argc, char **argv)
         options_clear(&o);
         return 1;
     }
-    shardvm_rcu_init();
+    /* main_loop_init() also made this thread an RCU reader and started
+     * the call_rcu thread (shardvm_rcu_init()). */
 
     m = machine_new(&o, &err);
     if (!m || machine_start(m, &err) < 0) {
