@@ -9,13 +9,12 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/epoll.h>
-#include <urcu/list.h>
 
 struct ThreadPool;
 
 /* AioBH.flags bits. */
 enum {
-    BH_PENDING = 1 << 0,   /* on ctx->bh_list (set by the inserter only) */
+    BH_PENDING = 1 << 0,   /* on ctx->bh_list or a slice (set by the inserter) */
     BH_SCHEDULED = 1 << 1, /* should run on the next pass */
     BH_ONESHOT = 1 << 2,   /* free after running */
     BH_DELETED = 1 << 3,   /* free on the next pass, do not run */
@@ -26,16 +25,23 @@ struct AioBH {
     AioContext *ctx;
     AioBHFunc *cb;
     void *opaque;
-    /* Next on ctx->bh_list or on a BHSlice; written by the inserter before
-     * the release CAS that publishes it, read by the home thread. */
-    struct AioBH *next;
+    /*
+     * Next on ctx->bh_list or in a BHSlice.  Written by the inserting
+     * thread before the release CAS that publishes the BH, read by the
+     * home thread after its acquire exchange of the list.  Atomic (relaxed)
+     * only so that TSan sees the hand-over through the list head.
+     */
+    _Atomic(struct AioBH *) next;
     atomic_uint flags; /* BH_* bits; any thread (atomic RMW) */
+    /* ctx->all_bhs, for the leak report; ctx->bh_lock.  Not for one-shots. */
+    struct AioBH *all_prev, *all_next;
 };
 
-/* A batch of BHs taken off ctx->bh_list by one aio_bh_poll(), FIFO order. */
+/* A batch of BHs taken off ctx->bh_list by one aio_bh_poll(), FIFO order.
+ * Lives on the stack of the aio_bh_poll() that took it; home thread only. */
 typedef struct BHSlice {
     AioBH *head;
-    struct cds_list_head link; /* on ctx->bh_slices; home thread only */
+    struct BHSlice *next;
 } BHSlice;
 
 typedef struct AioHandler {
@@ -44,14 +50,23 @@ typedef struct AioHandler {
     AioFdFunc *io_write;
     AioPollFunc *io_poll;
     AioFdFunc *io_poll_ready;
-    AioPollNotifyFunc *poll_notify;
+    _Atomic(AioPollNotifyFunc *) poll_notify; /* any thread sets; home reads */
     void *opaque;
-    bool deleted;       /* removed; freed when nobody walks the list */
-    bool polling;       /* poll_notify(true) was called; home thread */
-    uint32_t events;    /* EPOLLIN/EPOLLOUT registered with epoll */
-    /* ctx->handlers; inserted with cds_list_add_rcu under list_lock,
-     * unlinked only when ctx->walkers == 0 */
-    struct cds_list_head link;
+    /* Set under list_lock when removed or replaced; read by the walker. */
+    atomic_bool deleted;
+    bool polling;    /* poll_notify(true) was called; home thread */
+    bool poll_ready; /* io_poll() saw work, dispatch pending; home thread */
+    bool is_notifier; /* callbacks take the EventNotifier, see below */
+    EventNotifierHandler *en_read, *en_poll_ready;
+    uint32_t events; /* EPOLLIN/EPOLLOUT registered with epoll */
+    /*
+     * Singly linked list from ctx->handlers.  Writers insert at the head
+     * under list_lock with a release store; the home thread walks it with
+     * acquire loads and no lock.  A node is unlinked and freed only by the
+     * home thread, under list_lock, while it is not walking the list
+     * (ctx->walk_depth == 0); other threads only mark it deleted.
+     */
+    _Atomic(struct AioHandler *) next;
 } AioHandler;
 
 struct AioContext {
@@ -62,36 +77,34 @@ struct AioContext {
     _Atomic pthread_t home;
 
     int epollfd;
-    EventNotifier notifier; /* aio_notify() target */
+    EventNotifier notifier; /* aio_notify() target, in epoll as NULL data */
 
     /*
-     * notify_me: raised (by the home thread, +1 per nesting level) before
-     * the poller may block; aio_notify() writes the eventfd only when it
-     * is non-zero.  notified: set by aio_notify(), cleared by the poller
-     * in aio_notify_accept().  See DESIGN.md section 2.
+     * notify_me: raised by the home thread before it may block: +2 per
+     * aio_poll(blocking) nesting level, bit 0 by the GSource prepare.
+     * aio_notify() writes the eventfd only when it is non-zero.
+     * notified: set by aio_notify(), cleared by aio_notify_accept().
+     * See DESIGN.md section 2 and the barrier comments in async.c.
      */
     atomic_uint notify_me;
     atomic_bool notified;
 
     /* Lock-free LIFO of pending BHs; BH_LIST_CLOSED once closed. */
     _Atomic(AioBH *) bh_list;
-    /* BHSlices being run by (possibly nested) aio_bh_poll(); home thread. */
-    struct cds_list_head bh_slices;
-    /* BHs created with aio_bh_new() and not yet freed; leak check. */
-    atomic_int bh_count;
+    /* BHSlices still being run by (possibly nested) aio_bh_poll(), oldest
+     * first; home thread only. */
+    BHSlice *bh_slices;
+    /* BHs made by aio_bh_new() (and timers' BHs) not yet freed. */
+    pthread_mutex_t bh_lock;
+    AioBH *all_bhs; /* bh_lock */
 
-    /*
-     * fd handlers.  list_lock serialises writers; walkers (the home thread
-     * while polling and dispatching) count themselves in `walkers` under
-     * list_lock and walk with the RCU list primitives without the lock.
-     * A removed handler is marked deleted and unlinked and freed by the
-     * last walker.
-     */
+    /* fd handlers: see AioHandler.next. */
     pthread_mutex_t list_lock;
-    struct cds_list_head handlers; /* AioHandler.link */
-    int walkers;                   /* list_lock */
-    int deleted_handlers;          /* list_lock */
-    atomic_int poll_handlers;      /* handlers with io_poll; list_lock writes */
+    _Atomic(AioHandler *) handlers;
+    int walk_depth;               /* home thread: nesting of list walks */
+    atomic_int deleted_handlers;  /* marked deleted, not yet unlinked */
+    atomic_int poll_handlers; /* live handlers with io_poll; list_lock writes */
+    atomic_int live_handlers; /* live handlers; list_lock writes */
 
     /* Adaptive polling parameters; any thread writes, home thread reads. */
     _Atomic int64_t poll_max_ns;
@@ -99,6 +112,7 @@ struct AioContext {
     _Atomic int64_t poll_shrink;
     _Atomic int64_t poll_ns; /* current poll time; home thread writes */
     _Atomic int64_t aio_max_batch;
+    bool poll_started; /* poll_notify(true) sent to handlers; home thread */
 
     /* Consecutive passes that skipped epoll because work was ready. */
     unsigned fd_skips; /* home thread */
@@ -106,6 +120,7 @@ struct AioContext {
     /* Timers: binary min-heap on expire time; home thread only. */
     AioTimer **timers;
     size_t ntimers, timers_cap;
+    atomic_int live_timers; /* aio_timer_new() minus aio_timer_free() */
 
     /* The context's worker pool, created on first use (aio/thread-pool.c). */
     _Atomic(struct ThreadPool *) thread_pool;
@@ -119,6 +134,8 @@ bool aio_bh_poll(AioContext *ctx);
  * BHs are, -1 if none.  Home thread. */
 int64_t aio_bh_timeout_ns(AioContext *ctx);
 void aio_notify_accept(AioContext *ctx);
+/* aio_bh_new() without the home-thread check, for timers. */
+AioBH *aio_bh_new_internal(AioContext *ctx, AioBHFunc *cb, void *opaque);
 
 /* timer.c */
 int64_t aio_timers_deadline_ns(AioContext *ctx); /* -1: none */
@@ -126,8 +143,9 @@ bool aio_timers_run(AioContext *ctx);
 void aio_timers_destroy(AioContext *ctx);
 
 /* aio-posix.c */
-bool aio_dispatch_ready(AioContext *ctx, int64_t timeout_ns);
+int aio_handlers_init(AioContext *ctx);
 void aio_handlers_destroy(AioContext *ctx);
+/* Timeout for the next wait, in ns: 0 when work is ready, -1 forever. */
 int64_t aio_compute_timeout_ns(AioContext *ctx);
 
 /* thread-pool.c: frees the context's pool at context finalisation. */

@@ -1,0 +1,195 @@
+// aio_poll()/aio_notify(): blocking wake-ups, the notify_me protocol under
+// a ping-pong, adaptive busy-polling parameters.
+#include "aio-test.h"
+
+#include <errno.h>
+
+namespace {
+
+TEST_F(AioTest, NonBlockingPollWithNothingReturnsFalse)
+{
+    EXPECT_FALSE(aio_poll(ctx, false));
+}
+
+TEST_F(AioTest, NotifyWakesBlockingPoll)
+{
+    std::thread t([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        aio_notify(ctx);
+    });
+    aio_poll(ctx, true); // returns (no callback ran, so false)
+    t.join();
+}
+
+TEST_F(AioTest, NotifyBeforePollMakesItNonBlocking)
+{
+    aio_notify(ctx);
+    aio_poll(ctx, true); // must not sleep: the notification is pending
+    SUCCEED();
+}
+
+TEST_F(AioTest, PollParamsValidation)
+{
+    EXPECT_EQ(aio_context_set_poll_params(ctx, -1, 0, 0), -EINVAL);
+    EXPECT_EQ(aio_context_set_poll_params(ctx, 0, -2, 0), -EINVAL);
+    EXPECT_EQ(aio_context_set_poll_params(ctx, 0, 0, -3), -EINVAL);
+    EXPECT_EQ(aio_context_set_poll_params(ctx, 32768, 2, 2), 0);
+    EXPECT_EQ(aio_context_set_aio_max_batch(ctx, -1), -EINVAL);
+    EXPECT_EQ(aio_context_set_aio_max_batch(ctx, 32), 0);
+    EXPECT_EQ(aio_context_get_aio_max_batch(ctx), 32);
+}
+
+// One pass that blocks for about @wait_us before a notification arrives.
+static void pass_with_wait(AioContext *ctx, int wait_us)
+{
+    std::thread t([ctx, wait_us] {
+        std::this_thread::sleep_for(std::chrono::microseconds(wait_us));
+        aio_notify(ctx);
+    });
+    aio_poll(ctx, true);
+    t.join();
+}
+
+TEST_F(AioTest, AdaptivePollingGrowsAndShrinks)
+{
+    // Waits between poll_ns and poll_max_ns grow the window...
+    ASSERT_EQ(aio_context_set_poll_params(ctx, 500 * 1000 * 1000LL, 2, 0), 0);
+    aio_poll(ctx, false);
+    EXPECT_EQ(aio_context_get_poll_ns(ctx), 0);
+    for (int i = 0; i < 6; i++) {
+        pass_with_wait(ctx, 100);
+    }
+    int64_t grown = aio_context_get_poll_ns(ctx);
+    EXPECT_GT(grown, 0);
+    // ...a wait longer than poll_max_ns resets it (shrink = 0).
+    ASSERT_EQ(aio_context_set_poll_params(ctx, 1000, 2, 0), 0);
+    aio_poll(ctx, false); // take the notification the change sent
+    pass_with_wait(ctx, 5000);
+    EXPECT_EQ(aio_context_get_poll_ns(ctx), 0);
+}
+
+TEST_F(AioTest, ShrinkDividesPollTime)
+{
+    ASSERT_EQ(aio_context_set_poll_params(ctx, 500 * 1000 * 1000LL, 4, 0), 0);
+    aio_poll(ctx, false);
+    for (int i = 0; i < 4; i++) {
+        pass_with_wait(ctx, 100);
+    }
+    int64_t grown = aio_context_get_poll_ns(ctx);
+    ASSERT_GT(grown, 1000);
+    // Lower the max below the current window: clamp, then a long wait
+    // divides by shrink.
+    ASSERT_EQ(aio_context_set_poll_params(ctx, grown / 2, 2, 2), 0);
+    aio_poll(ctx, false);
+    pass_with_wait(ctx, 20 * 1000);
+    EXPECT_LE(aio_context_get_poll_ns(ctx), grown / 4 + 1);
+}
+
+TEST_F(AioTest, RuntimePollMaxZeroStopsBusyPolling)
+{
+    std::atomic<int> polls{0};
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    aio_context_set_poll_params(ctx, 500 * 1000 * 1000LL, 0, 0);
+    aio_set_fd_handler(ctx, fds[0], nullptr, nullptr, [](void *o) {
+        static_cast<std::atomic<int> *>(o)->fetch_add(1);
+        return false;
+    }, [](void *) {}, &polls);
+    aio_poll(ctx, false); // take the notification the change sent
+    for (int i = 0; i < 5; i++) {
+        pass_with_wait(ctx, 200);
+    }
+    EXPECT_GT(aio_context_get_poll_ns(ctx), 0);
+    EXPECT_GT(polls.load(), 0);
+    // Polling off at runtime: no more io_poll calls while blocking.
+    aio_context_set_poll_params(ctx, 0, 0, 0);
+    aio_poll(ctx, false);
+    pass_with_wait(ctx, 200);
+    EXPECT_EQ(aio_context_get_poll_ns(ctx), 0);
+    int before = polls.load();
+    for (int i = 0; i < 5; i++) {
+        pass_with_wait(ctx, 200);
+    }
+    EXPECT_EQ(polls.load(), before);
+    aio_set_fd_handler(ctx, fds[0], nullptr, nullptr, nullptr, nullptr, nullptr);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+// Two contexts in two threads bounce a token: every hop needs a wake-up
+// of a thread that is (about to be) asleep.  A lost wake-up hangs, which
+// the deadline turns into a failure.
+struct PingPong {
+    AioContext *a, *b;
+    std::atomic<int> hops{0};
+    int target;
+};
+
+static void hop_to_b(void *o);
+
+static void hop_to_a(void *o)
+{
+    auto *p = static_cast<PingPong *>(o);
+    if (p->hops.fetch_add(1) + 1 < p->target) {
+        aio_bh_schedule_oneshot(p->b, hop_to_b, p);
+    }
+}
+
+static void hop_to_b(void *o)
+{
+    auto *p = static_cast<PingPong *>(o);
+    if (p->hops.fetch_add(1) + 1 < p->target) {
+        aio_bh_schedule_oneshot(p->a, hop_to_a, p);
+    }
+}
+
+static void run_ping_pong(int64_t poll_max_ns, int target)
+{
+    PingPong p;
+    p.target = target;
+    p.a = aio_context_new(nullptr);
+    p.b = aio_context_new(nullptr);
+    aio_context_set_poll_params(p.a, poll_max_ns, 0, 0);
+    aio_context_set_poll_params(p.b, poll_max_ns, 0, 0);
+    std::atomic<bool> stop{false};
+    auto loop = [&](AioContext *c) {
+        aio_context_set_home_thread(c);
+        auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        while (!stop.load() && std::chrono::steady_clock::now() < end) {
+            aio_poll(c, true);
+        }
+    };
+    std::thread tb(loop, p.b);
+    std::thread ta(loop, p.a);
+    aio_bh_schedule_oneshot(p.a, hop_to_a, &p);
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (p.hops.load() < target && std::chrono::steady_clock::now() < end) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(p.hops.load(), target) << "lost wake-up";
+    stop.store(true);
+    aio_notify(p.a);
+    aio_notify(p.b);
+    ta.join();
+    tb.join();
+    aio_context_set_home_thread(p.a);
+    while (aio_poll(p.a, false)) {
+    }
+    aio_context_unref(p.a);
+    aio_context_set_home_thread(p.b);
+    while (aio_poll(p.b, false)) {
+    }
+    aio_context_unref(p.b);
+}
+
+TEST(AioPingPong, NoLostWakeupsWithoutPolling)
+{
+    run_ping_pong(0, 20000);
+}
+
+TEST(AioPingPong, NoLostWakeupsWithPolling)
+{
+    run_ping_pong(32768, 20000);
+}
+
+} // namespace
