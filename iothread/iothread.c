@@ -216,6 +216,10 @@ void iothread_stop(IOThread *iot)
     if (iot->stopped) {
         return;
     }
+    if (aio_context_in_home_thread(iot->ctx)) {
+        g_error("iothread_stop(%s) from the IOThread itself would deadlock",
+                iot->id);
+    }
     /* A BH (not a bare flag) so the thread wakes at once and every BH
      * scheduled before this one still runs in order. */
     int r = aio_bh_schedule_oneshot(iot->ctx, iothread_stop_bh, iot);

@@ -180,6 +180,7 @@ int ml_signals_init(AioContext *fd_ctx, bool force_compat, GError **errp)
     if (sig.read_fd < 0) {
         r = ml_signals_start_compat(errp);
         if (r < 0) {
+            sig.read_fd = sig.write_fd = -1;
             pthread_sigmask(SIG_SETMASK, &sig.old_mask, NULL);
             return r;
         }
@@ -191,6 +192,9 @@ int ml_signals_init(AioContext *fd_ctx, bool force_compat, GError **errp)
 
 void ml_signals_cleanup(void)
 {
+    if (sig.read_fd < 0) {
+        return; /* ml_signals_init() failed */
+    }
     aio_set_fd_handler(sig.fd_ctx, sig.read_fd, NULL, NULL, NULL, NULL,
                        NULL);
     if (sig.compat) {

@@ -57,5 +57,11 @@ int shardvm_thread_create(pthread_t *thread, const char *name,
         return shardvm_error_set(errp, -r, "cannot start thread '%s': %s",
                                  name, strerror(r));
     }
+    /* Name it from here too, so the name is visible (ps -T, /proc) as soon
+     * as we return; the thread's own call may come later.  A thread that
+     * already exited makes this fail harmlessly. */
+    char buf[16];
+    g_strlcpy(buf, name, sizeof(buf));
+    pthread_setname_np(*thread, buf);
     return 0;
 }

@@ -210,6 +210,17 @@ int vcpu_set_entry32(VCPU *cpu, const VCPUEntry32 *entry)
         return r;
     }
 
+    /*
+     * With the in-kernel LAPIC an AP starts in "wait for INIT/SIPI"; the
+     * SMP start protocol has every vCPU enter at once, so make it runnable.
+     */
+    if (cpu->vm->irqchip) {
+        struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
+        if (ioctl(cpu->fd, KVM_SET_MP_STATE, &mp) < 0) {
+            return -errno;
+        }
+    }
+
     struct kvm_regs regs = {
         .rip = entry->eip, .rax = entry->eax, .rbx = entry->ebx,
         .rcx = entry->ecx, .rdx = entry->edx, .rsp = entry->esp,

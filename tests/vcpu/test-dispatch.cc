@@ -1,0 +1,190 @@
+// vCPU exit dispatch under load: lock-free regions while the BQL is held,
+// the address space replaced while vCPUs hammer it, ioeventfd and irqfd.
+#include "vcpu-fixture.h"
+
+#include <poll.h>
+
+// A guest that writes @n times to @port, then once to the end port.
+static GuestCode hammer(uint32_t n, uint8_t port)
+{
+    GuestCode c;
+    c.mov_ecx(n);
+    size_t top = c.here();
+    c.out8(port).loop_to(top).out8(kEndPort).hlt();
+    return c;
+}
+
+TEST_F(VmTest, LockFreeRegionRunsWhileBqlHeld)
+{
+    create();
+    Counter dev;
+    ASSERT_NE(address_space_add(vm_get_pio_space(vm_), "lockfree", 0x70, 1,
+                                &Counter::ops, &dev, 0, nullptr), nullptr);
+    load(hammer(100000, 0x70));
+    bql_lock();
+    start();
+    // If a lock-free dispatch took the BQL this would never finish.
+    bool ended = wait_end(1, 50.0);
+    bql_unlock();
+    ASSERT_TRUE(ended) << "only " << dev.writes.load() << " of 100000 exits";
+    EXPECT_EQ(dev.writes.load(), 100000u);
+    EXPECT_EQ(dev.bad.load(), 0u);
+    VCPUStats st;
+    vcpu_get_stats(vm_get_vcpu(vm_, 0), &st);
+    EXPECT_GE(st.io_exits, 100001u);
+}
+
+// Two vCPUs hammer one region while another thread adds and removes
+// other regions 1,000 times (each removal waits for a grace period).
+TEST_F(VmTest, AddressSpaceReplacedWhileTwoVcpusHammer)
+{
+    create(2);
+    Counter dev;
+    AddressSpace *pio = vm_get_pio_space(vm_);
+    ASSERT_NE(address_space_add(pio, "hammered", 0x70, 1, &Counter::ops, &dev,
+                                0, nullptr), nullptr);
+    const uint32_t n = 40000;
+    load(hammer(n, 0x70));
+    start();
+    static const IORegionOps nop = { nullptr, nullptr };
+    int replaced = 0;
+    for (; replaced < 1000; replaced++) {
+        uint64_t base = 0x100 + 8 * (replaced % 32);
+        IORegion *r = address_space_add(pio, "other", base, 4, &nop, nullptr,
+                                        0, nullptr);
+        ASSERT_NE(r, nullptr);
+        address_space_remove(pio, r);
+    }
+    ASSERT_TRUE(wait_end(2, 50.0)) << dev.writes.load() << " of " << 2 * n;
+    EXPECT_EQ(dev.writes.load(), 2ull * n);
+    EXPECT_EQ(dev.bad.load(), 0u);
+    EXPECT_EQ(address_space_get_unassigned(pio), 0u);
+    EXPECT_EQ(address_space_get_nr_regions(pio), 2u);
+}
+
+// The same with a NEEDS_BQL region added and removed under the BQL while
+// the vCPUs also hit it: accesses after removal are unassigned, none is
+// lost or double counted.
+TEST_F(VmTest, BqlRegionAddedAndRemovedUnderLoad)
+{
+    create(2);
+    Counter dev;
+    AddressSpace *pio = vm_get_pio_space(vm_);
+    const uint32_t n = 4000;
+    load(hammer(n, 0x70));
+    start();
+    for (int i = 0; end_.writes.load() < 2; i++) {
+        bql_lock();
+        IORegion *r = address_space_add(pio, "bql", 0x70, 1, &Counter::ops,
+                                        &dev, IO_REGION_NEEDS_BQL, nullptr);
+        ASSERT_NE(r, nullptr);
+        bql_unlock();
+        std::this_thread::sleep_for(std::chrono::microseconds(300));
+        bql_lock();
+        address_space_remove(pio, r);
+        bql_unlock();
+        ASSERT_LT(i, 200000);
+    }
+    EXPECT_EQ(dev.writes.load() + address_space_get_unassigned(pio), 2ull * n);
+    EXPECT_EQ(dev.bad.load(), 0u);
+}
+
+static bool wait_fd(int fd, int ms)
+{
+    struct pollfd p = { fd, POLLIN, 0 };
+    return poll(&p, 1, ms) == 1;
+}
+
+TEST_F(VmTest, IoeventfdSignalsWithoutUserspaceExit)
+{
+    create();
+    EventNotifier any, match;
+    ASSERT_EQ(event_notifier_init(&any, false), 0);
+    ASSERT_EQ(event_notifier_init(&match, false), 0);
+    Recorder dev;
+    ASSERT_NE(address_space_add(vm_get_pio_space(vm_), "dev", 0x90, 2,
+                                &Recorder::ops, &dev, 0, nullptr), nullptr);
+    ASSERT_EQ(vm_add_ioeventfd(vm_, &any, true, 0x90, 1, false, 0), 0);
+    ASSERT_EQ(vm_add_ioeventfd(vm_, &match, true, 0x91, 1, true, 7), 0);
+    EXPECT_EQ(vm_add_ioeventfd(vm_, &match, true, 0x91, 1, true, 7), -EEXIST);
+
+    // 0x90: ioeventfd; 0x91 with 7: ioeventfd; 0x91 with 8: userspace.
+    load(GuestCode().mov_eax(1).out8(0x90).mov_eax(7).out8(0x91)
+             .mov_eax(8).out8(0x91).out8(kEndPort).hlt());
+    start();
+    ASSERT_TRUE(wait_end());
+    ASSERT_TRUE(wait_fd(any.fd, 5000));
+    EXPECT_TRUE(event_notifier_test_and_clear(&any));
+    ASSERT_TRUE(wait_fd(match.fd, 5000));
+    EXPECT_TRUE(event_notifier_test_and_clear(&match));
+    std::lock_guard<std::mutex> g(dev.mu);
+    ASSERT_EQ(dev.log.size(), 1u); // only the non-matching write exited
+    EXPECT_EQ(dev.log[0], 1ull << 48 | 1ull << 40 | 8);
+
+    EXPECT_EQ(vm_del_ioeventfd(vm_, &any, true, 0x90, 1, false, 0), 0);
+    EXPECT_EQ(vm_del_ioeventfd(vm_, &match, true, 0x91, 1, true, 7), 0);
+    EXPECT_LT(vm_del_ioeventfd(vm_, &match, true, 0x91, 1, true, 7), 0);
+    EXPECT_EQ(vm_add_ioeventfd(vm_, &any, true, 0x90, 3, false, 0), -EINVAL);
+    event_notifier_cleanup(&any);
+    event_notifier_cleanup(&match);
+}
+
+TEST_F(VmTest, IoeventfdMmio)
+{
+    create();
+    EventNotifier e;
+    ASSERT_EQ(event_notifier_init(&e, false), 0);
+    ASSERT_EQ(vm_add_ioeventfd(vm_, &e, false, 0xd0000000, 4, false, 0), 0);
+    load(GuestCode().mov_eax(3).store32(0xd0000000).out8(kEndPort).hlt());
+    start();
+    ASSERT_TRUE(wait_end());
+    ASSERT_TRUE(wait_fd(e.fd, 5000));
+    EXPECT_TRUE(event_notifier_test_and_clear(&e));
+    EXPECT_EQ(address_space_get_unassigned(vm_get_mmio_space(vm_)), 0u);
+    EXPECT_EQ(vm_del_ioeventfd(vm_, &e, false, 0xd0000000, 4, false, 0), 0);
+    event_notifier_cleanup(&e);
+}
+
+TEST_F(VmTest, IrqfdAndMsiRoutes)
+{
+    create();
+    EventNotifier e, resample;
+    ASSERT_EQ(event_notifier_init(&e, false), 0);
+    ASSERT_EQ(event_notifier_init(&resample, false), 0);
+    ASSERT_EQ(vm_add_irqfd(vm_, &e, 5, nullptr), 0);
+    EXPECT_EQ(event_notifier_set(&e), 0); // injects IRQ 5 (masked: no-op)
+    EXPECT_EQ(vm_del_irqfd(vm_, &e, 5), 0);
+    EXPECT_EQ(vm_add_irqfd(vm_, &e, 10, &resample), 0);
+    EXPECT_EQ(vm_del_irqfd(vm_, &e, 10), 0);
+
+    int gsi = vm_add_msi_route(vm_, 0xfee00000, 0x4030);
+    ASSERT_GE(gsi, 24);
+    int gsi2 = vm_add_msi_route(vm_, 0xfee01000, 0x4031);
+    ASSERT_GE(gsi2, 24);
+    EXPECT_NE(gsi, gsi2);
+    EXPECT_EQ(vm_add_irqfd(vm_, &e, (unsigned)gsi, nullptr), 0);
+    EXPECT_EQ(event_notifier_set(&e), 0);
+    EXPECT_EQ(vm_update_msi_route(vm_, (unsigned)gsi, 0xfee00000, 0x4032), 0);
+    EXPECT_EQ(vm_del_irqfd(vm_, &e, (unsigned)gsi), 0);
+    EXPECT_EQ(vm_del_msi_route(vm_, (unsigned)gsi), 0);
+    EXPECT_EQ(vm_del_msi_route(vm_, (unsigned)gsi), -ENOENT);
+    EXPECT_EQ(vm_update_msi_route(vm_, (unsigned)gsi, 0, 0), -ENOENT);
+    // The freed GSI is reused.
+    EXPECT_EQ(vm_add_msi_route(vm_, 0xfee00000, 0x4033), gsi);
+
+    EXPECT_GE(vm_signal_msi(vm_, 0xfee00000, 0x4030), 0);
+    EXPECT_EQ(vm_set_irq_line(vm_, 4, true), 0);
+    EXPECT_EQ(vm_set_irq_line(vm_, 4, false), 0);
+    event_notifier_cleanup(&e);
+    event_notifier_cleanup(&resample);
+}
+
+TEST_F(VmTest, IrqfdNeedsIrqchip)
+{
+    create(1, 16 << 20, /*no_irqchip=*/true);
+    EventNotifier e;
+    ASSERT_EQ(event_notifier_init(&e, false), 0);
+    EXPECT_EQ(vm_add_irqfd(vm_, &e, 5, nullptr), -ENOTSUP);
+    EXPECT_EQ(vm_add_msi_route(vm_, 0xfee00000, 0x4030), -ENOTSUP);
+    event_notifier_cleanup(&e);
+}
