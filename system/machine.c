@@ -40,6 +40,15 @@ static void machine_serial_output(void *opaque, const uint8_t *buf,
                                   size_t len)
 {
     Machine *m = opaque;
+    /*
+     * QEMU exits inside the isa-debug-exit write, so a guest never prints
+     * after it.  Here the vCPUs run on until the main loop stops them;
+     * whatever they print meanwhile (e.g. a fault in the guest's parking
+     * code) is dropped to keep the output identical.
+     */
+    if (atomic_load_explicit(&m->exit_status, memory_order_acquire) >= 0) {
+        return;
+    }
     chardev_write(m->chardev, buf, len);
 }
 
@@ -113,7 +122,10 @@ static void machine_debug_exit(void *opaque, int status)
 {
     Machine *m = opaque;
     int none = -1;
-    atomic_compare_exchange_strong(&m->exit_status, &none, status);
+    /* Pairs with the acquire load in machine_serial_output(). */
+    atomic_compare_exchange_strong_explicit(&m->exit_status, &none, status,
+                                            memory_order_acq_rel,
+                                            memory_order_acquire);
     main_loop_request_shutdown(SHUTDOWN_GUEST);
 }
 
