@@ -2,6 +2,7 @@
 // the address space replaced while vCPUs hammer it, ioeventfd and irqfd.
 #include "vcpu-fixture.h"
 
+#include <cstddef>
 #include <poll.h>
 
 // A guest that writes @n times to @port, then once to the end port.
@@ -127,6 +128,65 @@ TEST_F(VmTest, IoeventfdSignalsWithoutUserspaceExit)
     EXPECT_EQ(vm_add_ioeventfd(vm_, &any, true, 0x90, 3, false, 0), -EINVAL);
     event_notifier_cleanup(&any);
     event_notifier_cleanup(&match);
+}
+
+// The device model of a virtqueue kick: each guest write sets an
+// EventNotifier handled in an IOThread's AioContext, whose handler
+// acknowledges through guest memory; the guest waits for every ack.
+struct AckDevice {
+    EventNotifier e;
+    uint32_t *ack = nullptr;     // guest RAM, written by the IOThread
+    std::atomic<uint32_t> handled{0};
+    std::atomic<uint32_t> coalesced{0};
+
+    static void on_kick(EventNotifier *e)
+    {
+        AckDevice *d = reinterpret_cast<AckDevice *>(
+            reinterpret_cast<char *>(e) - offsetof(AckDevice, e));
+        if (!event_notifier_test_and_clear(e)) {
+            return;
+        }
+        uint32_t n = d->handled.fetch_add(1) + 1;
+        __atomic_store_n(d->ack, n, __ATOMIC_RELEASE);
+    }
+};
+
+TEST_F(VmTest, IoeventfdHandledInIOThread)
+{
+    create();
+    const uint32_t kAck = 0x2000, kN = 2000;
+    GError *err = nullptr;
+    IOThread *iot = iothread_new("vcpu-test", nullptr, &err);
+    ASSERT_NE(iot, nullptr) << (err ? err->message : "?");
+    AckDevice dev;
+    ASSERT_EQ(event_notifier_init(&dev.e, false), 0);
+    dev.ack = static_cast<uint32_t *>(vm_gpa_to_hva(vm_, kAck, 4));
+    ASSERT_NE(dev.ack, nullptr);
+    AioContext *ctx = iothread_get_aio_context(iot);
+    aio_set_event_notifier(ctx, &dev.e, AckDevice::on_kick, nullptr, nullptr);
+    ASSERT_EQ(vm_add_ioeventfd(vm_, &dev.e, true, 0x90, 1, false, 0), 0);
+
+    GuestCode c;
+    c.mov_eax(1);
+    size_t kick = c.here();
+    c.out8(0x90);
+    size_t wait = c.here();
+    c.cmp_eax_mem(kAck).jne_to(wait).inc_eax().cmp_eax_imm(kN + 1)
+        .jne_to(kick).out32(kEndPort).hlt();
+    load(c);
+    start();
+    ASSERT_TRUE(wait_end(1, 50.0)) << "acks: " << dev.handled.load();
+    EXPECT_EQ(dev.handled.load(), kN);
+    EXPECT_EQ(end_.last_value.load(), kN + 1);
+    VCPUStats st;
+    vcpu_get_stats(vm_get_vcpu(vm_, 0), &st);
+    EXPECT_LT(st.io_exits, 10u) << "ioeventfd writes must not exit to userspace";
+
+    vm_stop(vm_);
+    EXPECT_EQ(vm_del_ioeventfd(vm_, &dev.e, true, 0x90, 1, false, 0), 0);
+    aio_set_event_notifier(ctx, &dev.e, nullptr, nullptr, nullptr);
+    iothread_free(iot);
+    event_notifier_cleanup(&dev.e);
 }
 
 TEST_F(VmTest, IoeventfdMmio)

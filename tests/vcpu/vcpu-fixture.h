@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 extern "C" {
+#include "shardvm/iothread.h"
 #include "shardvm/main-loop.h"
 #include "shardvm/memory.h"
 #include "shardvm/vcpu.h"
@@ -49,6 +50,17 @@ public:
     GuestCode &load32(uint32_t addr) { byte(0xa1); imm32(addr); return *this; }
     GuestCode &store8(uint32_t addr) { byte(0xa2); imm32(addr); return *this; }
     GuestCode &inc_eax() { byte(0x40); return *this; }
+    // cmp (addr), %eax  /  cmp $imm, %eax
+    GuestCode &cmp_eax_mem(uint32_t addr) { byte(0x3b); byte(0x05); imm32(addr); return *this; }
+    GuestCode &cmp_eax_imm(uint32_t v) { byte(0x3d); imm32(v); return *this; }
+    // jne label (short)
+    GuestCode &jne_to(size_t label)
+    {
+        long rel = (long)label - (long)(b.size() + 2);
+        byte(0x75);
+        byte((uint8_t)(int8_t)rel);
+        return *this;
+    }
     GuestCode &hlt() { byte(0xf4); return *this; }
     GuestCode &ud2() { byte(0x0f); byte(0x0b); return *this; }
     GuestCode &spin() { byte(0xeb); byte(0xfe); return *this; }
