@@ -5,7 +5,11 @@
  *   HELLO cmdline="exit=3 foo=bar"
  *   HELLO cpu=0 ok            (one line per vCPU, any order)
  *   HELLO cpus=1
- *   HELLO tsc_hz=... tsc_source=pit
+ *   HELLO tsc_hz=... tsc_source=pit announced=1
+ *
+ * crash=ud or crash=pf instead ends in a CPU exception (#UD, or #PF on an
+ * address past the 4 GiB identity map) after the first line, to test the
+ * fault report ("GUEST FAULT ...", exit code 125).
  */
 #include "guest.h"
 
@@ -18,7 +22,14 @@ int guest_main(void)
 {
     unsigned ran;
 
+    const char *crash = cmdline_str("crash", "");
+
     con_printf("HELLO cmdline=\"%s\"\n", cmdline_get());
+    if (!strcmp(crash, "ud")) {
+        __asm__ volatile("ud2");
+    } else if (!strcmp(crash, "pf")) {
+        (void)*(volatile uint64_t *)0x500000000ull;
+    }
     ran = smp_run(hello_worker, NULL);
     con_printf("HELLO cpus=%u\n", ran);
     con_printf("HELLO tsc_hz=%lu tsc_source=%s announced=%u\n",

@@ -93,12 +93,31 @@ park32:
         jmp     park32
 
         .code64
+.macro  CPUID_SAVE leaf, slot
+        movl    $\leaf, %eax
+        xorl    %ecx, %ecx
+        cpuid
+        movl    %eax, boot_cpuid + \slot * 16
+        movl    %ebx, boot_cpuid + \slot * 16 + 4
+        movl    %ecx, boot_cpuid + \slot * 16 + 8
+        movl    %edx, boot_cpuid + \slot * 16 + 12
+.endm
+
 long_entry:
         movl    $GUEST_SEL_KDATA, %eax
         movl    %eax, %ds
         movl    %eax, %es
         movl    %eax, %ss
         movl    %esi, %esi              /* zero-extend index */
+        testl   %esi, %esi
+        jnz     1f
+        /* BSP: save the CPUID leaves the C code needs (see layout.h). */
+        CPUID_SAVE 0, 0
+        CPUID_SAVE 0x15, 1
+        CPUID_SAVE 0x16, 2
+        CPUID_SAVE 0x40000000, 3
+        CPUID_SAVE 0x40000010, 4
+1:
         /* CPL0 stack (used by the fault handler via TSS.RSP0). */
         leaq    1(%rsi), %rax
         shlq    $GUEST_KSTACK_SHIFT, %rax
@@ -155,9 +174,9 @@ long_entry:
  */
         .text
         .balign 16
+        /* Parks a vCPU for good; reached from guest_fault() (a CPL3 hlt). */
         .globl  guest_park_entry
 guest_park_entry:
-        /* Software interrupt GUEST_PARK_VECTOR: stop this vCPU for good. */
         cli
         hlt
         jmp     guest_park_entry
@@ -199,9 +218,10 @@ guest_fault_entries:
 /* ---------------------------------------------------------------------- */
         .data
         .balign 8
-        .globl  boot_magic, boot_mb_info
+        .globl  boot_magic, boot_mb_info, boot_cpuid
 boot_magic:     .long 0
 boot_mb_info:   .long 0
+boot_cpuid:     .fill GUEST_CPUID_SLOTS * 4, 4, 0
 
         .balign 16
 gdt_ptr:

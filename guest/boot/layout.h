@@ -33,10 +33,15 @@
 #define GUEST_SEL_UCODE         0x23    /* 0x20 | RPL 3 */
 #define GUEST_SEL_TSS0          0x28    /* CPU n uses 0x28 + 16 * n */
 
-/* Number of IDT entries: CPU exceptions 0-31 plus the park gate. */
-#define GUEST_IDT_ENTRIES       256
-/* Software interrupt (DPL 3) that parks the calling vCPU in hlt at CPL0. */
-#define GUEST_PARK_VECTOR       0x80
+/* Number of IDT entries: CPU exceptions 0-31 (the rest stay empty). */
+#define GUEST_IDT_ENTRIES       32
+
+/*
+ * CPUID leaves the BSP's stub executes at CPL0 and saves (16 bytes each:
+ * EAX, EBX, ECX, EDX) for the C code: under PVM a CPL3 cpuid runs natively
+ * and reports the host CPU, not the VMM's CPUID table.  Slot order.
+ */
+#define GUEST_CPUID_SLOTS       5       /* 0, 0x15, 0x16, 0x40000000, 0x40000010 */
 
 /* Boot protocol magics. */
 #define MULTIBOOT_HEADER_MAGIC  0x1BADB002

@@ -13,6 +13,7 @@
 
 #include "cmdline.h"
 #include "console.h"
+#include "cpuid.h"
 #include "format.h"
 #include "io.h"
 #include "pci.h"
@@ -38,7 +39,10 @@ int guest_main(void);
  */
 void guest_exit(uint32_t code) __attribute__((noreturn));
 
-/* guest_park: stop the calling vCPU for good (hlt at CPL0).  Any vCPU. */
+/*
+ * guest_park: stop the calling vCPU for good: a CPL3 hlt raises #GP, and
+ * the CPL0 fault handler turns that into cli; hlt.  Any vCPU.
+ */
 void guest_park(void) __attribute__((noreturn));
 
 /* The multiboot info address the loader passed (0 on APs' view: BSP only). */

@@ -49,6 +49,12 @@ static inline void cpu_relax(void)
     __asm__ volatile("pause" : : : "memory");
 }
 
+/*
+ * cpuid: CPUID executed here, at CPL3.  Under the PVM hypervisor of the
+ * project's machines that runs natively and reports the host CPU, not the
+ * VMM's CPUID table: for what the VMM says (e.g. the KVM TSC leaf) use
+ * cpuid_vmm() (cpuid.h).
+ */
 static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t *a,
                          uint32_t *b, uint32_t *c, uint32_t *d)
 {

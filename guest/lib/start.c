@@ -33,7 +33,6 @@ struct guest_fault_frame {
 extern uint32_t boot_magic;
 extern uint8_t guest_idt[];
 extern const uint64_t guest_fault_entries[32];
-extern char guest_park_entry[];
 extern char kstacks[];
 
 void guest_cpu_entry(unsigned cpu, unsigned ncpus) __attribute__((noreturn));
@@ -69,7 +68,6 @@ static void idt_init(void)
     for (unsigned v = 0; v < 32; v++) {
         idt_set(v, guest_fault_entries[v], 0);
     }
-    idt_set(GUEST_PARK_VECTOR, (uint64_t)(uintptr_t)guest_park_entry, 3);
 }
 
 static void cmdline_from_multiboot(void)
@@ -101,8 +99,10 @@ void guest_cpu_entry(unsigned cpu, unsigned ncpus)
 
 void guest_park(void)
 {
+    /* Privileged at CPL3: #GP, which guest_fault() turns into a park.
+     * (Neither "int N" nor syscall reach CPL0 cleanly under PVM.) */
     for (;;) {
-        __asm__ volatile("int %0" : : "i"(GUEST_PARK_VECTOR) : "memory");
+        __asm__ volatile("hlt" : : : "memory");
     }
 }
 
@@ -116,6 +116,7 @@ void guest_exit(uint32_t code)
  * A CPU exception: runs at CPL0 (emulated, slow, but this is the end of
  * the run), says what happened and exits with GUEST_EXIT_FAULT.  The
  * console lock is not taken: the faulting vCPU may be holding it.
+ * Returning parks the vCPU (fault_common in entry.S).
  */
 void guest_fault(struct guest_fault_frame *f)
 {
@@ -123,6 +124,10 @@ void guest_fault(struct guest_fault_frame *f)
     uint64_t cr2;
     int n;
 
+    if (f->vector == 13 && (f->cs & 3) == 3 &&
+        *(const uint8_t *)(uintptr_t)f->rip == 0xf4) {
+        return;         /* guest_park()'s hlt: fault_common parks the vCPU */
+    }
     __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
     n = fmt_snprintf(line, sizeof(line),
                      "GUEST FAULT cpu=%u vector=%lu error=0x%lx rip=0x%lx "

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 
+#include "cpuid.h"
 #include "io.h"
 #include "string.h"
 
@@ -17,7 +18,9 @@
 #define PIT_PORT_B      0x61            /* bit 0: ch2 gate; bit 1: speaker; bit 5: ch2 out */
 #define PIT_CAL_TICKS   59659u          /* 50 ms */
 #define PIT_MIN_POLLS   4               /* fewer: no PIT (OUT2 already high) */
-#define PIT_MAX_POLLS   20000000u
+/* Give up after this many TSC cycles (~0.4 s at 5 GHz): no PIT, or OUT2
+ * never rises (a VMM without one may read port 0x61 as 0). */
+#define PIT_MAX_CYCLES  (1ull << 31)
 #define TSC_GUESS_HZ    1000000000ull
 
 /* Written once by the BSP before the APs are released (release/acquire
@@ -29,9 +32,9 @@ static bool tsc_from_cpuid(void)
 {
     uint32_t max, a, b, c, d;
 
-    cpuid(0, 0, &max, &b, &c, &d);
+    cpuid_vmm(0, &max, &b, &c, &d);
     if (max >= 0x15) {
-        cpuid(0x15, 0, &a, &b, &c, &d);
+        cpuid_vmm(0x15, &a, &b, &c, &d);
         if (a && b && c) {
             tsc_freq = (uint64_t)c * b / a;
             tsc_src = TSC_SOURCE_CPUID_15;
@@ -39,7 +42,7 @@ static bool tsc_from_cpuid(void)
         }
     }
     if (max >= 0x16) {
-        cpuid(0x16, 0, &a, &b, &c, &d);
+        cpuid_vmm(0x16, &a, &b, &c, &d);
         if (a & 0xffff) {
             tsc_freq = (uint64_t)(a & 0xffff) * 1000000;
             tsc_src = TSC_SOURCE_CPUID_16;
@@ -53,11 +56,11 @@ static bool tsc_from_kvm(void)
 {
     uint32_t max, sig[3], a, b, c, d;
 
-    cpuid(0x40000000, 0, &max, &sig[0], &sig[1], &sig[2]);
+    cpuid_vmm(0x40000000, &max, &sig[0], &sig[1], &sig[2]);
     if (memcmp(sig, "KVMKVMKVM\0\0\0", 12) || max < 0x40000010) {
         return false;
     }
-    cpuid(0x40000010, 0, &a, &b, &c, &d);
+    cpuid_vmm(0x40000010, &a, &b, &c, &d);
     if (!a) {
         return false;
     }
@@ -82,14 +85,19 @@ static bool tsc_from_pit(void)
     outb(PIT_CH2, PIT_CAL_TICKS & 0xff);
     outb(PIT_CH2, PIT_CAL_TICKS >> 8);
     t0 = tsc_read();
-    while (!(inb(PIT_PORT_B) & 0x20)) {
-        if (++polls > PIT_MAX_POLLS) {
+    for (;;) {
+        t1 = tsc_read();
+        if (inb(PIT_PORT_B) & 0x20) {
+            break;
+        }
+        polls++;
+        if (t1 - t0 > PIT_MAX_CYCLES) {
+            polls = 0;
             break;
         }
     }
-    t1 = tsc_read();
     outb(PIT_PORT_B, b);
-    if (polls < PIT_MIN_POLLS || polls > PIT_MAX_POLLS) {
+    if (polls < PIT_MIN_POLLS) {
         return false;
     }
     tsc_freq = (t1 - t0) * PIT_HZ / PIT_CAL_TICKS;
