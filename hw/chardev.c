@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -137,6 +139,14 @@ void chardev_set_input(Chardev *c, ChardevInputFunc *fn, void *opaque)
         !S_ISSOCK(st.st_mode)) {
         return;
     }
+    /*
+     * A terminal we do not own (shardvm started in the background, e.g.
+     * under timeout(1)): reading or changing it would stop the whole
+     * process with SIGTTIN/SIGTTOU.  Leave it alone.
+     */
+    if (isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) != getpgrp()) {
+        return;
+    }
     c->input = fn;
     c->input_opaque = opaque;
     chardev_tty_raw(c);
@@ -153,7 +163,15 @@ void chardev_free(Chardev *c)
         main_loop_set_fd_handler(STDIN_FILENO, NULL, NULL, NULL);
     }
     if (c->tty_saved) {
+        /* We may have been moved to the background meanwhile (Ctrl-Z,
+         * bg): with SIGTTOU blocked the restore goes through instead of
+         * stopping us. */
+        sigset_t ttou, old;
+        sigemptyset(&ttou);
+        sigaddset(&ttou, SIGTTOU);
+        pthread_sigmask(SIG_BLOCK, &ttou, &old);
         tcsetattr(STDIN_FILENO, TCSANOW, &c->saved_tty);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     if (c->close_out) {
         close(c->out_fd);

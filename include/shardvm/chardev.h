@@ -51,7 +51,8 @@ void chardev_write(Chardev *c, const uint8_t *buf, size_t len);
  * others never call it).  Puts the terminal in raw mode (no echo, no line
  * editing, signals still work: Ctrl-C stops shardvm) when stdin is a tty;
  * chardev_free() restores it.  stdin that cannot be polled (a regular
- * file, /dev/null) is ignored.  Main-loop thread, BQL held.
+ * file, /dev/null), or a terminal of which shardvm is not the foreground
+ * process group, is left alone.  Main-loop thread, BQL held.
  */
 void chardev_set_input(Chardev *c, ChardevInputFunc *fn, void *opaque);
 
