@@ -381,4 +381,76 @@ TEST_F(Integration, SameStatusAndOutputAsQemu)
     EXPECT_NE(s.out.find("HELLO cpus=1"), std::string::npos);
 }
 
+// The lines of @out containing @prefix, from @prefix on (QEMU's firmware
+// leaves text without a newline before the guest's first line).
+std::vector<std::string> Lines(const std::string &out, const char *prefix)
+{
+    std::vector<std::string> v;
+    gchar **lines = g_strsplit(out.c_str(), "\n", -1);
+    for (gchar **l = lines; *l; l++) {
+        const char *at = strstr(*l, prefix);
+        if (at) {
+            std::string line = at;
+            if (!line.empty() && line.back() == '\r') {
+                line.pop_back();
+            }
+            v.push_back(line);
+        }
+    }
+    g_strfreev(lines);
+    return v;
+}
+
+TEST_F(Integration, MultibootInfoMatchesQemu)
+{
+    // The probe kernel prints the multiboot information it was given; the
+    // command line and the module list (addresses, strings) must be what
+    // QEMU 7.2 gives, the rest is documented in docs/usage.md.
+    const char *qemu = "/usr/bin/qemu-system-x86_64";
+    ASSERT_EQ(access(qemu, X_OK), 0)
+        << qemu << " is missing: install qemu-system-x86 (scripts/lib.sh)";
+    std::string probe = Env("SHARDVM_MBPROBE");
+    ASSERT_TRUE(g_file_test(probe.c_str(), G_FILE_TEST_EXISTS))
+        << "probe kernel missing: '" << probe << "'";
+    std::string m1 = WriteFile("m1", "hi\n");
+    std::string m2 = WriteFile("m2", std::string(5000, 'x'));
+    std::string initrd = m1 + " x y," + m2;
+    std::vector<std::string> common = {
+        "-nographic", "-m", "256M", "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel", probe,
+        "-append", "a b=c", "-initrd", initrd };
+    std::vector<std::string> qargv = { qemu, "-enable-kvm", "-cpu", "qemu64",
+                                       "-no-reboot" };
+    qargv.insert(qargv.end(), common.begin(), common.end());
+    std::vector<std::string> sargv = { Binary() };
+    sargv.insert(sargv.end(), common.begin(), common.end());
+
+    Result q = RunChild(qargv, 120);
+    Result s = RunChild(sargv, 60);
+    ASSERT_EQ(q.status, 67) << Describe(q);
+    ASSERT_EQ(s.status, 67) << Describe(s);
+
+    for (const char *p : { "MBPROBE magic=", "MBPROBE cmdline=",
+                           "MBPROBE mod ", "MBPROBE end" }) {
+        auto ql = Lines(q.out, p), sl = Lines(s.out, p);
+        EXPECT_FALSE(sl.empty()) << p << "\n" << Describe(s);
+        EXPECT_EQ(ql, sl) << p;
+    }
+    auto cmd = Lines(s.out, "MBPROBE cmdline=");
+    ASSERT_EQ(cmd.size(), 1u);
+    EXPECT_EQ(cmd[0], "MBPROBE cmdline=" + probe + " a b=c|");
+    EXPECT_EQ(Lines(s.out, "MBPROBE mod ").size(), 2u);
+    EXPECT_EQ(Lines(s.out, "MBPROBE loader="),
+              std::vector<std::string>{ "MBPROBE loader=shardvm|" });
+    EXPECT_EQ(Lines(s.out, "MBPROBE flags="),
+              std::vector<std::string>{
+                  "MBPROBE flags=0000024d lower=00000280 upper=0003fc00" });
+    std::vector<std::string> mmap = {
+        "MBPROBE mmap 0000000000000000 00000000000a0000 00000001",
+        "MBPROBE mmap 00000000000a0000 0000000000060000 00000002",
+        "MBPROBE mmap 0000000000100000 000000000ff00000 00000001",
+    };
+    EXPECT_EQ(Lines(s.out, "MBPROBE mmap "), mmap);
+}
+
 } // namespace
