@@ -453,4 +453,23 @@ TEST_F(Integration, MultibootInfoMatchesQemu)
     EXPECT_EQ(Lines(s.out, "MBPROBE mmap "), mmap);
 }
 
+TEST_F(Integration, TripleFaultEndsWithStatusZero)
+{
+    // A flat a.out-kludge kernel that loads a selector beyond the (empty)
+    // GDT: #GP with no IDT, #DF, triple fault.  QEMU with -no-reboot exits
+    // 0 there.  (int3 would be simpler, but the platform's CPL0 emulator
+    // reports it as an internal error.)
+    const uint32_t load = 0x100000, entry = load + 32;
+    uint32_t hdr[8] = { 0x1BADB002u, 1u << 16, 0, load, load, 0, 0, entry };
+    hdr[2] = -(hdr[0] + hdr[1]);
+    std::string img((const char *)hdr, sizeof(hdr));
+    // mov $0x1234, %ax; mov %ax, %ds; jmp .
+    img += std::string("\x66\xb8\x34\x12\x8e\xd8\xeb\xfe", 8);
+    std::string p = WriteFile("gp.bin", img);
+    Result r = Shardvm({ "-kernel", p });
+    EXPECT_EQ(r.status, 0) << Describe(r);
+    EXPECT_NE(r.err.find("shardvm: guest triple fault"), std::string::npos)
+        << Describe(r);
+}
+
 } // namespace
