@@ -72,9 +72,10 @@ typedef struct AioHandler {
 struct AioContext {
     atomic_int refcnt;
 
-    /* Home thread: the only one that polls.  Written by
-     * aio_context_set_home_thread() before that thread polls. */
-    _Atomic pthread_t home;
+    /* Home thread (the address of a per-thread token, see async.c): the
+     * only one that polls.  Written by aio_context_set_home_thread()
+     * before that thread polls. */
+    _Atomic(void *) home;
 
     int epollfd;
     EventNotifier notifier; /* aio_notify() target, in epoll as NULL data */
@@ -125,6 +126,9 @@ struct AioContext {
     /* The context's worker pool, created on first use (aio/thread-pool.c). */
     _Atomic(struct ThreadPool *) thread_pool;
 };
+
+/* poll-max-ns of a new context: QEMU's IOThread default. */
+#define AIO_POLL_MAX_NS_DEFAULT 32768
 
 #define BH_LIST_CLOSED ((AioBH *)(uintptr_t)1)
 

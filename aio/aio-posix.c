@@ -24,7 +24,7 @@
 /* Events taken from epoll per wait; more stay ready for the next pass. */
 #define AIO_MAX_EVENTS 64
 /* Passes in a row that may skip epoll because work was already known. */
-#define AIO_MAX_FD_SKIPS 32
+#define AIO_MAX_FD_SKIPS 64
 /* The first busy-poll window once polling grows from 0, as QEMU. */
 #define AIO_POLL_NS_INITIAL 4000
 
@@ -467,7 +467,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     ctx->walk_depth++;
 
     timeout = blocking ? aio_compute_timeout_ns(ctx) : 0;
-    if (blocking) {
+    if (blocking && timeout != 0) {
         int64_t max_ns = atomic_load_explicit(&ctx->poll_max_ns, memory_order_relaxed);
 
         poll_ns = atomic_load_explicit(&ctx->poll_ns, memory_order_relaxed);
@@ -476,8 +476,10 @@ bool aio_poll(AioContext *ctx, bool blocking)
         }
         if (max_ns) {
             start = aio_clock_ns();
+        } else {
+            atomic_store_explicit(&ctx->poll_ns, 0, memory_order_relaxed);
         }
-        if (timeout != 0 && poll_ns > 0) {
+        if (poll_ns > 0) {
             int64_t deadline = start + poll_ns;
 
             if (timeout > 0 && timeout < poll_ns) {
@@ -519,10 +521,10 @@ bool aio_poll(AioContext *ctx, bool blocking)
     }
     aio_notify_accept(ctx);
 
-    if (blocking && start) {
+    /* A pass that found work without waiting says nothing about how long
+     * waits are: leave the window alone (and skip the clock reads). */
+    if (start) {
         adjust_poll_ns(ctx, aio_clock_ns() - start);
-    } else if (blocking) {
-        atomic_store_explicit(&ctx->poll_ns, 0, memory_order_relaxed);
     }
 
     progress = aio_bh_poll(ctx);

@@ -19,6 +19,9 @@
 
 /* The context whose home thread the calling thread is. */
 static __thread AioContext *current_ctx;
+/* Its address identifies the calling thread: cheaper than pthread_self()
+ * on the BH fast path.  Unique among live threads. */
+static __thread char home_token;
 
 /* ------------------------------------------------------------------ */
 /* Life cycle                                                           */
@@ -33,14 +36,14 @@ AioContext *aio_context_new(GError **errp)
     ctx->notifier.fd = -1;
     pthread_mutex_init(&ctx->bh_lock, NULL);
     pthread_mutex_init(&ctx->list_lock, NULL);
-    /* Polling is off until the owner asks for it (IOThreads do), as in
-     * QEMU, where only IOThread contexts default to 32768 ns. */
-    atomic_init(&ctx->poll_max_ns, 0);
+    /* Adaptive polling is on, with QEMU's IOThread default; the main loop
+     * turns it off (its GSource path never busy-polls anyway). */
+    atomic_init(&ctx->poll_max_ns, AIO_POLL_MAX_NS_DEFAULT);
     atomic_init(&ctx->poll_grow, 0);
     atomic_init(&ctx->poll_shrink, 0);
     atomic_init(&ctx->poll_ns, 0);
     atomic_init(&ctx->aio_max_batch, 0);
-    atomic_init(&ctx->home, pthread_self());
+    atomic_init(&ctx->home, (void *)&home_token);
 
     r = event_notifier_init(&ctx->notifier, false);
     if (r < 0) {
@@ -119,14 +122,13 @@ void aio_context_unref(AioContext *ctx)
 
 void aio_context_set_home_thread(AioContext *ctx)
 {
-    atomic_store(&ctx->home, pthread_self());
+    atomic_store(&ctx->home, (void *)&home_token);
     current_ctx = ctx;
 }
 
 bool aio_context_in_home_thread(AioContext *ctx)
 {
-    return pthread_equal(atomic_load_explicit(&ctx->home, memory_order_relaxed),
-                         pthread_self());
+    return atomic_load_explicit(&ctx->home, memory_order_relaxed) == &home_token;
 }
 
 AioContext *aio_get_current_context(void)
@@ -146,9 +148,26 @@ void aio_notify(AioContext *ctx)
      * other's store: either the poller sees notified and does not block,
      * or we see notify_me and write the eventfd.  The store of notified
      * also publishes whatever the caller did before (a BH insertion) to
-     * the poller's load of it.
+     * the poller's aio_notify_accept().
+     *
+     * Coalescing: only the notifier that turns notified from false to true
+     * may need to write the eventfd.  One that finds it already true knows
+     * the poller has not accepted yet (its accept would have cleared it),
+     * so the poller will see this caller's work too; libuv's uv_async_send
+     * coalesces the same way.
      */
-    atomic_store(&ctx->notified, true);
+    if (atomic_load(&ctx->notified) || atomic_exchange(&ctx->notified, true)) {
+        /*
+         * Already set: the first notifier does the wake-up for both of us.
+         * The peek is seq_cst, as are the BH insertion CAS before it and the
+         * poller's accept and bh_list loads: reading true means the
+         * poller's accept (the only thing that clears it) comes after our
+         * insertion in the single total order, so it will see our BH.  On
+         * x86 the peek is a plain load, so a producer that finds a busy
+         * consumer does not even take the cache line exclusively.
+         */
+        return;
+    }
     if (atomic_load(&ctx->notify_me)) {
         event_notifier_set(&ctx->notifier);
     }
@@ -288,11 +307,18 @@ static int bh_enqueue(AioBH *bh, unsigned new_flags)
             return -ESHUTDOWN;
         }
         atomic_store_explicit(&bh->next, head, memory_order_relaxed);
-        /* Release: the BH's fields and next pointer before the BH. */
+        /* seq_cst (release would publish the BH): see aio_notify(). */
     } while (!atomic_compare_exchange_weak_explicit(&ctx->bh_list, &head, bh,
-                                                    memory_order_release,
+                                                    memory_order_seq_cst,
                                                     memory_order_relaxed));
-    aio_notify(ctx);
+    /*
+     * The home thread scheduling into its own context is not asleep: its
+     * next pass finds the BH when it computes the timeout.  Everyone else
+     * must wake it.
+     */
+    if (!aio_context_in_home_thread(ctx)) {
+        aio_notify(ctx);
+    }
     return 0;
 }
 
@@ -391,7 +417,7 @@ static void bh_add_slice(AioContext *ctx, BHSlice *s, AioBH *list)
 
 bool aio_bh_poll(AioContext *ctx)
 {
-    AioBH *list = atomic_load_explicit(&ctx->bh_list, memory_order_acquire);
+    AioBH *list = atomic_load(&ctx->bh_list); /* seq_cst: see aio_notify() */
     BHSlice slice;
 
     /* Only the home thread empties or closes the list, so a non-empty,
@@ -428,7 +454,7 @@ void aio_context_close(AioContext *ctx)
 
 int64_t aio_bh_timeout_ns(AioContext *ctx)
 {
-    AioBH *bh = atomic_load_explicit(&ctx->bh_list, memory_order_acquire);
+    AioBH *bh = atomic_load(&ctx->bh_list); /* seq_cst: see aio_notify() */
     int64_t timeout = -1;
 
     if (bh == BH_LIST_CLOSED) {

@@ -32,6 +32,13 @@ struct ThreadPoolJob {
 
 typedef struct ThreadPool {
     AioContext *ctx; /* not referenced: the pool dies with the context */
+    /*
+     * One reference for the context (dropped by thread_pool_free()) and
+     * one per scheduled completion BH: at finalisation the context runs
+     * pending one-shot BHs *after* freeing the pool, and that BH must
+     * still find it.
+     */
+    atomic_int refcnt;
 
     pthread_mutex_t lock;
     pthread_cond_t work_cond;   /* workers wait for jobs; lock */
@@ -44,7 +51,6 @@ typedef struct ThreadPool {
     int nworkers;               /* live workers; lock */
     int idle;                   /* workers waiting on work_cond; lock */
     bool stopping;              /* thread_pool_free() runs; lock */
-    int outstanding;            /* jobs submitted, done not yet run; lock */
 
     /* A completion BH is scheduled and has not started yet; workers use
      * it to schedule one BH per batch rather than one per job. */
@@ -52,6 +58,14 @@ typedef struct ThreadPool {
 } ThreadPool;
 
 static void *pool_worker(void *opaque);
+static void pool_destroy(ThreadPool *pool);
+
+static void pool_unref(ThreadPool *pool)
+{
+    if (atomic_fetch_sub_explicit(&pool->refcnt, 1, memory_order_acq_rel) == 1) {
+        pool_destroy(pool);
+    }
+}
 
 static void pool_timeout_abs(struct timespec *ts, int ms)
 {
@@ -96,15 +110,11 @@ static int pool_spawn_locked(ThreadPool *pool)
     return 0;
 }
 
-/* Runs in the home thread: call the done callbacks of finished jobs. */
-static void pool_completion_bh(void *opaque)
+/* Call the done callbacks of finished jobs, in completion order.  Home
+ * thread (or the finalising thread once the home thread is gone). */
+static void pool_run_completions(ThreadPool *pool)
 {
-    ThreadPool *pool = opaque;
-    GQueue batch = G_QUEUE_INIT;
-
-    /* Clear first: a job finishing after the steal below schedules a new
-     * BH (its push happens after our steal, its exchange after this). */
-    atomic_store(&pool->bh_scheduled, false);
+    GQueue batch;
 
     pthread_mutex_lock(&pool->lock);
     batch = pool->done;
@@ -115,17 +125,26 @@ static void pool_completion_bh(void *opaque)
     while ((l = g_queue_pop_head_link(&batch)) != NULL) {
         ThreadPoolJob *job = l->data;
 
-        /* Pairs with the release store in pool_worker()/cancel. */
+        /* Pairs with the release store in pool_worker()/cancel: ret is
+         * valid once the state says so. */
         int state = atomic_load_explicit(&job->state, memory_order_acquire);
         g_assert(state == JOB_DONE);
         job->done(job->opaque, job->ret);
-
-        pthread_mutex_lock(&pool->lock);
-        pool->outstanding--;
-        pthread_mutex_unlock(&pool->lock);
         g_free(job);
     }
+}
+
+static void pool_completion_bh(void *opaque)
+{
+    ThreadPool *pool = opaque;
+
+    /* Clear first: a job finishing after the steal in
+     * pool_run_completions() schedules a new BH (its push comes after our
+     * steal, so its exchange comes after this store). */
+    atomic_store(&pool->bh_scheduled, false);
+    pool_run_completions(pool);
     pool_reap(pool);
+    pool_unref(pool); /* the BH's reference */
 }
 
 /* Queue @job for its done callback.  pool->lock held. */
@@ -134,16 +153,22 @@ static void pool_complete_locked(ThreadPool *pool, ThreadPoolJob *job)
     g_queue_push_tail_link(&pool->done, &job->link);
 }
 
-static void pool_kick_completion(ThreadPool *pool)
+/* Make sure a completion BH will run.  Returns false when the context is
+ * closed and no BH can be scheduled any more.  Any thread. */
+static bool pool_kick_completion(ThreadPool *pool)
 {
-    if (!atomic_exchange(&pool->bh_scheduled, true)) {
-        if (aio_bh_schedule_oneshot(pool->ctx, pool_completion_bh,
-                                    pool) < 0) {
-            /* The context is closed: nobody will poll it again, so the
-             * done callbacks cannot run (thread_pool_free() reports). */
-            atomic_store(&pool->bh_scheduled, false);
-        }
+    if (atomic_exchange(&pool->bh_scheduled, true)) {
+        return true; /* one is pending and will see our job */
     }
+    atomic_fetch_add(&pool->refcnt, 1);
+    if (aio_bh_schedule_oneshot(pool->ctx, pool_completion_bh, pool) < 0) {
+        /* The context is closed: its home thread will not poll again.
+         * thread_pool_free() delivers what is left. */
+        atomic_store(&pool->bh_scheduled, false);
+        pool_unref(pool);
+        return false;
+    }
+    return true;
 }
 
 static void *pool_worker(void *opaque)
@@ -174,7 +199,7 @@ static void *pool_worker(void *opaque)
         int ret = job->fn(job->arg);
 
         /* Result first, then the state that makes it valid: pairs with
-         * the acquire load in pool_completion_bh(). */
+         * the acquire load in pool_run_completions(). */
         job->ret = ret;
         atomic_store_explicit(&job->state, JOB_DONE, memory_order_release);
         pthread_mutex_lock(&pool->lock);
@@ -197,6 +222,7 @@ static ThreadPool *pool_new(AioContext *ctx)
     pthread_condattr_t attr;
 
     pool->ctx = ctx;
+    atomic_init(&pool->refcnt, 1);
     pthread_mutex_init(&pool->lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -247,7 +273,6 @@ ThreadPoolJob *thread_pool_submit(AioContext *ctx, ThreadPoolFunc *fn,
     atomic_init(&job->state, JOB_QUEUED);
 
     pthread_mutex_lock(&pool->lock);
-    pool->outstanding++;
     g_queue_push_tail_link(&pool->queue, &job->link);
     /* Enough idle workers for the queue?  Otherwise grow, up to max. */
     if (pool->idle < (int)pool->queue.length &&
@@ -329,6 +354,16 @@ int thread_pool_get_workers(AioContext *ctx)
     return n;
 }
 
+static void pool_destroy(ThreadPool *pool)
+{
+    g_assert(g_queue_is_empty(&pool->queue) && g_queue_is_empty(&pool->done));
+    g_array_free(pool->exited, true);
+    pthread_cond_destroy(&pool->work_cond);
+    pthread_cond_destroy(&pool->exit_cond);
+    pthread_mutex_destroy(&pool->lock);
+    g_free(pool);
+}
+
 void thread_pool_free(struct ThreadPool *pool)
 {
     if (!pool) {
@@ -336,35 +371,32 @@ void thread_pool_free(struct ThreadPool *pool)
     }
     pthread_mutex_lock(&pool->lock);
     pool->stopping = true;
-    /* Queued jobs will never run now; running ones finish first. */
+    /* Queued jobs will never run now: they complete with -ECANCELED.
+     * Running ones finish first (we wait for their workers). */
     GList *l;
     while ((l = g_queue_pop_head_link(&pool->queue)) != NULL) {
-        g_queue_push_tail_link(&pool->done, l);
+        ThreadPoolJob *job = l->data;
+        job->ret = -ECANCELED;
+        atomic_store_explicit(&job->state, JOB_DONE, memory_order_release);
+        pool_complete_locked(pool, job);
     }
     pthread_cond_broadcast(&pool->work_cond);
     while (pool->nworkers > 0) {
         pthread_cond_wait(&pool->exit_cond, &pool->lock);
     }
+    bool have_done = !g_queue_is_empty(&pool->done);
     pthread_mutex_unlock(&pool->lock);
     pool_reap(pool);
 
     /*
-     * The context is being finalised: its home thread will never run a
-     * completion BH again, so outstanding done callbacks cannot be
-     * delivered.  Owners must wait for their jobs before dropping the
-     * context; say so loudly rather than call them on the wrong thread.
+     * Every done callback still runs exactly once.  Normally through a
+     * completion BH, which the context runs as it closes during its
+     * finalisation (it holds its own pool reference).  If the context was
+     * closed earlier (a stopped IOThread), nobody polls it any more and
+     * the finalising thread is the only one left: deliver them here.
      */
-    if (pool->outstanding > 0) {
-        g_warning("thread pool of AioContext %p freed with %d job(s) "
-                  "outstanding; their done callbacks will not run",
-                  (void *)pool->ctx, pool->outstanding);
+    if (have_done && !pool_kick_completion(pool)) {
+        pool_run_completions(pool);
     }
-    while ((l = g_queue_pop_head_link(&pool->done)) != NULL) {
-        g_free(l->data);
-    }
-    g_array_free(pool->exited, true);
-    pthread_cond_destroy(&pool->work_cond);
-    pthread_cond_destroy(&pool->exit_cond);
-    pthread_mutex_destroy(&pool->lock);
-    g_free(pool);
+    pool_unref(pool); /* the context's reference */
 }

@@ -1,11 +1,11 @@
 /* Thread creation with naming, signal mask and RCU registration. */
 #include "shardvm/thread.h"
 #include "shardvm/error.h"
+#include "shardvm/rcu.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include "shardvm/rcu.h"
 
 typedef struct ThreadStart {
     void *(*fn)(void *);

@@ -24,6 +24,10 @@ typedef void ThreadPoolDoneFunc(void *opaque, int ret);
  * thread_pool_submit: queue @fn(@arg) on @ctx's pool; @done(@opaque, ret)
  * then runs in @ctx's home thread (always exactly once).  Returns a handle
  * valid until @done has been called.  Home thread of @ctx.
+ *
+ * At @ctx's finalisation queued jobs complete with -ECANCELED and running
+ * ones are waited for; their @done runs during the finalisation (in the
+ * finalising thread when @ctx was already closed, e.g. a stopped IOThread).
  */
 ThreadPoolJob *thread_pool_submit(AioContext *ctx, ThreadPoolFunc *fn,
                                   void *arg, ThreadPoolDoneFunc *done,

@@ -1,11 +1,15 @@
 // Main loop: fd handlers, BHs of the main AioContext, the BQL released
 // while the loop sleeps, shutdown requests, thread naming.
+#include "shardvm/iothread.h"
 #include "shardvm/main-loop.h"
+#include "shardvm/thread-pool.h"
 #include "shardvm/thread.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <dirent.h>
+#include <set>
 #include <cerrno>
 #include <fcntl.h>
 #include <fstream>
@@ -256,6 +260,65 @@ TEST_F(MainLoop, NonblockingWaitReturns)
         main_loop_wait(true);
     }
     EXPECT_TRUE(bql_locked());
+}
+
+struct TimerState {
+    int fired = 0;
+    bool had_bql = false;
+};
+
+void OnTimer(void *opaque)
+{
+    auto *t = static_cast<TimerState *>(opaque);
+    t->fired++;
+    t->had_bql = bql_locked();
+}
+
+// A timer of the main AioContext wakes the sleeping loop (the GSource's
+// timeout) and runs with the BQL.
+TEST_F(MainLoop, MainContextTimerFires)
+{
+    TimerState st;
+    AioTimer *t = aio_timer_new(main_loop_get_aio_context(), OnTimer, &st);
+    aio_timer_mod(t, aio_clock_ns() + 5 * 1000 * 1000);
+    WaitUntil([&] { return st.fired == 1; });
+    EXPECT_TRUE(st.had_bql);
+    aio_timer_free(t);
+}
+
+std::multiset<std::string> ThreadNames()
+{
+    std::multiset<std::string> names;
+    DIR *d = opendir("/proc/self/task");
+    while (struct dirent *e = readdir(d)) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
+        std::string name;
+        if (std::getline(f, name)) {
+            names.insert(name);
+        }
+    }
+    closedir(d);
+    return names;
+}
+
+// What `ps -T` shows for a VMM with one IOThread and a busy pool.
+TEST_F(MainLoop, ThreadModelIsVisibleInProc)
+{
+    IOThread *iot = iothread_new("io0", nullptr, nullptr);
+    ASSERT_NE(iot, nullptr);
+    ASSERT_EQ(thread_pool_set_limits(main_loop_get_aio_context(), 2, 4, 0), 0);
+    auto names = ThreadNames();
+    // Not an exact count: sanitizer runtimes start helper threads of their
+    // own, which inherit the main thread's name.
+    EXPECT_EQ(SelfName(), "shardvm");
+    EXPECT_GE(names.count("shardvm"), 1u);
+    EXPECT_EQ(names.count("IO io0"), 1u);
+    EXPECT_EQ(names.count("worker"), 2u);
+    EXPECT_EQ(names.count("call_rcu"), 1u);
+    iothread_free(iot);
 }
 
 } // namespace

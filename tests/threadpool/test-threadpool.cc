@@ -1,8 +1,10 @@
 // Thread pool: completion thread, FIFO order, min/max workers, idle exit,
 // cancellation, 100,000 jobs, teardown with the context.
 #include "shardvm/aio.h"
+#include "shardvm/iothread.h"
 #include "shardvm/rcu.h"
 #include "shardvm/thread-pool.h"
+#include "shardvm/thread.h"
 
 #include <gtest/gtest.h>
 
@@ -292,6 +294,75 @@ TEST_F(ThreadPool, PoolsArePerContext)
     EXPECT_EQ(thread_pool_get_workers(ctx), 0);
     aio_context_unref(other); // joins its worker
     EXPECT_EQ(CountThreadsNamed("worker"), 0);
+}
+
+void *OpenGateLater(void *opaque)
+{
+    g_usleep(100 * 1000);
+    static_cast<Gate *>(opaque)->open = true;
+    return nullptr;
+}
+
+// Finalising the context with jobs in flight: the running one completes,
+// queued ones are cancelled, and every done callback runs exactly once.
+TEST_F(ThreadPool, FinalisationDeliversEveryDoneExactlyOnce)
+{
+    Gate g;
+    DoneRecord a, b, c;
+    ASSERT_EQ(thread_pool_set_limits(ctx, 0, 1, 0), 0);
+    thread_pool_submit(ctx, GatedJob, &g, RecordDone, &a);
+    PollUntil([&] { return g.running.load() == 1; });
+    thread_pool_submit(ctx, Return42, nullptr, RecordDone, &b);
+    thread_pool_submit(ctx, Return42, nullptr, RecordDone, &c);
+    pthread_t t;
+    ASSERT_EQ(shardvm_thread_create(&t, "test-gate", OpenGateLater, &g,
+                                    nullptr), 0);
+    aio_context_unref(ctx); // waits for the running job
+    ctx = nullptr;
+    pthread_join(t, nullptr);
+    EXPECT_EQ(a.calls, 1);
+    EXPECT_EQ(a.rets[0], 0);
+    for (DoneRecord *r : {&b, &c}) {
+        ASSERT_EQ(r->calls, 1);
+        EXPECT_TRUE(r->rets[0] == 42 || r->rets[0] == -ECANCELED)
+            << r->rets[0];
+    }
+}
+
+struct IOThreadJobs {
+    Gate *gate;
+    DoneRecord *rec;
+};
+
+void SubmitInIOThread(void *opaque)
+{
+    auto *j = static_cast<IOThreadJobs *>(opaque);
+    thread_pool_submit(aio_get_current_context(), GatedJob, j->gate,
+                       RecordDone, j->rec);
+}
+
+// The IOThread stops (its context closes) while a job runs: the done
+// callback cannot come as a BH any more, so the thread that frees the
+// context delivers it.
+TEST_F(ThreadPool, JobOutlivingItsIOThreadStillCompletes)
+{
+    Gate g;
+    DoneRecord rec;
+    IOThread *iot = iothread_new("io-pool", nullptr, nullptr);
+    ASSERT_NE(iot, nullptr);
+    IOThreadJobs j{&g, &rec};
+    ASSERT_EQ(aio_context_run_sync(iothread_get_aio_context(iot),
+                                   SubmitInIOThread, &j), 0);
+    while (g.running.load() != 1) {
+        g_usleep(200);
+    }
+    iothread_stop(iot);
+    EXPECT_EQ(rec.calls, 0);
+    g.open = true;
+    iothread_free(iot); // joins the worker, then delivers
+    ASSERT_EQ(rec.calls, 1);
+    EXPECT_EQ(rec.rets[0], 0);
+    EXPECT_TRUE(pthread_equal(rec.threads[0], pthread_self()));
 }
 
 } // namespace
