@@ -77,6 +77,8 @@ int vcpu_set_cpuid(VCPU *cpu, const struct kvm_cpuid2 *base, GError **errp);
 
 /* vcpu-loop.c */
 int vcpu_start_thread(VCPU *cpu, GError **errp);
+/* The vCPU whose thread is calling, or NULL. */
+VCPU *vcpu_current(void);
 void vcpu_install_kick_handler(void);
 
 /* memory.c: dispatch from a vCPU exit (no BQL held, outside RCU). */

@@ -13,6 +13,15 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+/* Set for the life of a vCPU thread: vm_pause()/vm_stop() refuse to run
+ * there (they would wait for the calling vCPU itself). */
+static __thread VCPU *current_vcpu;
+
+VCPU *vcpu_current(void)
+{
+    return current_vcpu;
+}
+
 static void kick_signal_handler(int sig)
 {
     /* Never runs in practice: the signal is only unblocked inside
@@ -278,6 +287,7 @@ static void *vcpu_thread_fn(void *opaque)
     VCPU *cpu = opaque;
     int r = vcpu_set_run_sigmask(cpu);
 
+    current_vcpu = cpu;
     if (r < 0) {
         vcpu_guest_error(cpu, VM_STOP_KVM_ERROR, -r);
     }

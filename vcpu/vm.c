@@ -250,6 +250,11 @@ void vm_pause(VM *vm)
 {
     bool dropped_bql = false;
 
+    if (vcpu_current()) {
+        g_critical("vm_pause() called from vCPU thread %d",
+                   vcpu_get_index(vcpu_current()));
+        return;
+    }
     pthread_mutex_lock(&vm->lock);
     atomic_store(&vm->pause_req, true);
     pthread_mutex_unlock(&vm->lock);
@@ -292,6 +297,11 @@ void vm_stop(VM *vm)
     bool dropped_bql = false;
 
     if (!vm->vcpus) {
+        return;
+    }
+    if (vcpu_current()) {
+        g_critical("vm_stop() called from vCPU thread %d",
+                   vcpu_get_index(vcpu_current()));
         return;
     }
     pthread_mutex_lock(&vm->lock);

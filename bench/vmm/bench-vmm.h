@@ -18,8 +18,10 @@ enum {
 
 enum {
     M_PIO_EXIT,          /* pio.elf (CPL3): ns per userspace PIO exit */
-    M_PIO_EXIT_CPL0,     /* tiny CPL0 guest, exit + ack in guest memory */
-    M_IOEVENTFD_WAKEUP,  /* same guest, ioeventfd -> IOThread -> ack */
+    M_PIO_EXIT_CPL0,     /* tiny CPL0 guest: back-to-back userspace exits */
+    M_IOEVENTFD_EXIT,    /* same loop on an ioeventfd port (no exit) */
+    M_IOEVENTFD_WAKEUP,  /* kick -> IOThread -> ack in guest memory */
+    M_IOEVENTFD_POLLED,  /* same, the IOThread busy-polls guest memory */
     M_BOOT_TO_GUEST,     /* process start -> first guest output line */
     N_METRICS
 };
@@ -35,7 +37,12 @@ typedef struct BenchVmmOpts {
 
 /* inproc.c: one measurement each, in ns; a negative value on failure. */
 double inproc_pio_exit_ns(const BenchVmmOpts *o);
-double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd);
+/* @ioeventfd: the port is an ioeventfd handled in an IOThread (else a
+ * userspace exit); @wait_ack: the guest waits for each ack in its memory
+ * (else it writes back to back); @polled: the IOThread handler also
+ * busy-polls the guest's request word (AioContext io_poll). */
+double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd, bool wait_ack,
+                     bool polled);
 
 /* spawn.c: run @bin (QEMU's command-line spelling) with @kernel and
  * @append; ns_per_op of the guest's RESULT line, or the milliseconds from

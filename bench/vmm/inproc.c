@@ -198,6 +198,7 @@ out:
 /* The ack guests                                                   */
 
 #define ACK_ADDR  0x2000
+#define REQ_ADDR  0x2040
 #define KICK_PORT 0x90
 #define MARK_PORT 0xf0
 
@@ -227,31 +228,82 @@ static const IORegionOps kick_ops = { NULL, kick_write };
 typedef struct AckNotifier {
     EventNotifier e;
     BenchGuest *g;
+    uint32_t *req;            /* guest RAM: the request the guest posted */
     uint32_t acked;           /* IOThread only */
+    bool polled;
 } AckNotifier;
+
+/* Acknowledge the guest's latest request (like completing a virtqueue
+ * request: the guest posted it in memory before kicking). */
+static void ack_pending(AckNotifier *a)
+{
+    uint32_t req = __atomic_load_n(a->req, __ATOMIC_ACQUIRE);
+    if (req != a->acked) {
+        a->acked = req;
+        __atomic_store_n(a->g->ack, req, __ATOMIC_RELEASE);
+    }
+}
 
 static void ack_notified(EventNotifier *e)
 {
-    AckNotifier *a = (AckNotifier *)e;
     if (event_notifier_test_and_clear(e)) {
-        __atomic_store_n(a->g->ack, ++a->acked, __ATOMIC_RELEASE);
+        ack_pending((AckNotifier *)e);
     }
+}
+
+/* Busy-poll: is there a request in guest memory not yet acked?  This is
+ * how a polling IOThread sees virtqueue work without waiting for a kick. */
+static bool ack_poll(void *opaque)
+{
+    AckNotifier *a = opaque;
+    return __atomic_load_n(a->req, __ATOMIC_ACQUIRE) != a->acked;
+}
+
+static void ack_poll_ready(EventNotifier *e)
+{
+    ack_pending((AckNotifier *)e);
+}
+
+/* The handler belongs to the IOThread: attach and detach it there. */
+static void ack_attach(void *opaque)
+{
+    AckNotifier *a = opaque;
+    aio_set_event_notifier(aio_get_current_context(), &a->e, ack_notified,
+                           a->polled ? ack_poll : NULL,
+                           a->polled ? ack_poll_ready : NULL);
+}
+
+static void ack_detach(void *opaque)
+{
+    AckNotifier *a = opaque;
+    aio_set_event_notifier(aio_get_current_context(), &a->e, NULL, NULL,
+                           NULL);
 }
 
 /*
  * mov $1,%eax; out %al,$MARK
- * kick: out %al,$KICK
+ * kick: mov %eax,(REQ); out %al,$KICK
  * wait: cmp (ACK),%eax; jne wait
  *       inc %eax; cmp $N+1,%eax; jne kick
  * out %al,$MARK; hlt
  */
-static GByteArray *ack_guest(uint32_t n)
+static GByteArray *ack_guest(uint32_t n, bool wait_ack)
 {
     GByteArray *c = g_byte_array_new();
+    if (!wait_ack) {
+        /* mov $N,%ecx; out %al,$MARK; 1: out %al,$KICK; dec %ecx; jnz 1b;
+         * out %al,$MARK; hlt */
+        guint8 loop[] = { 0xb9, n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff,
+                          n >> 24, 0xe6, MARK_PORT, 0xe6, KICK_PORT, 0x49,
+                          0x75, 0xfb, 0xe6, MARK_PORT, 0xf4 };
+        g_byte_array_append(c, loop, sizeof(loop));
+        return c;
+    }
     guint8 head[] = { 0xb8, 1, 0, 0, 0, 0xe6, MARK_PORT };
     g_byte_array_append(c, head, sizeof(head));
     guint kick = c->len;
-    guint8 out[] = { 0xe6, KICK_PORT };
+    guint8 out[] = { 0xa3, REQ_ADDR & 0xff, REQ_ADDR >> 8, 0, 0,
+                     0xe6, KICK_PORT };
     g_byte_array_append(c, out, sizeof(out));
     guint wait = c->len;
     guint8 cmp[] = { 0x3b, 0x05, ACK_ADDR & 0xff, ACK_ADDR >> 8, 0, 0,
@@ -268,7 +320,8 @@ static GByteArray *ack_guest(uint32_t n)
     return c;
 }
 
-double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd)
+double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd, bool wait_ack,
+                     bool polled)
 {
     BenchGuest g;
     IOThread *iot = NULL;
@@ -288,15 +341,16 @@ double inproc_ack_ns(const BenchVmmOpts *o, bool ioeventfd)
             goto out;
         }
         an.g = &g;
-        aio_set_event_notifier(iothread_get_aio_context(iot), &an.e,
-                               ack_notified, NULL, NULL);
+        an.req = vm_gpa_to_hva(g.vm, REQ_ADDR, 4);
+        an.polled = polled;
+        aio_context_run_sync(iothread_get_aio_context(iot), ack_attach, &an);
         if (vm_add_ioeventfd(g.vm, &an.e, true, KICK_PORT, 1, false, 0) < 0) {
             goto out;
         }
     } else {
         address_space_add(pio, "kick", KICK_PORT, 1, &kick_ops, &g, 0, NULL);
     }
-    GByteArray *code = ack_guest((uint32_t)o->ack_count);
+    GByteArray *code = ack_guest((uint32_t)o->ack_count, wait_ack);
     vm_memory_write(g.vm, 0x1000, code->data, code->len);
     g_byte_array_free(code, TRUE);
     VCPUEntry32 e = { .eip = 0x1000, .esp = 0x8000 };
@@ -319,8 +373,8 @@ out:
         vm_stop(g.vm);
         if (ioeventfd && an.e.fd >= 0) {
             vm_del_ioeventfd(g.vm, &an.e, true, KICK_PORT, 1, false, 0);
-            aio_set_event_notifier(iothread_get_aio_context(iot), &an.e,
-                                   NULL, NULL, NULL);
+            aio_context_run_sync(iothread_get_aio_context(iot), ack_detach,
+                                 &an);
         }
     }
     guest_fini(&g);

@@ -11,11 +11,17 @@
  *                       per access.  shardvm: in-process through the KVM
  *                       core (vm.h) with a minimal multiboot loader; QEMU:
  *                       qemu-system-x86_64 -enable-kvm -cpu qemu64.
- *   pio_exit_cpl0_ns    shardvm: a tiny CPL0 guest writes a port and spins
- *                       until the ack appears in its memory; the userspace
- *                       exit handler writes the ack (host clock / N).
- *   ioeventfd_wakeup_ns shardvm: the same guest, but the port is an
- *                       ioeventfd handled in an IOThread that writes the ack.
+ *   pio_exit_cpl0_ns    shardvm: a tiny CPL0 guest writes a port with a
+ *                       lock-free region N times back to back (host clock
+ *                       between two marker exits / N).
+ *   ioeventfd_exit_ns   shardvm: the same loop on a port that is an
+ *                       ioeventfd (handled in an IOThread): no userspace exit.
+ *   ioeventfd_wakeup_ns shardvm: the guest writes the ioeventfd port and
+ *                       spins until the IOThread's handler has written an
+ *                       ack into guest memory; per round trip.
+ *   ioeventfd_polled_ns shardvm: the same, with the handler also busy-polling
+ *                       the request word the guest writes before each kick
+ *                       (the IOThread's adaptive polling, 32 us default).
  *   boot_to_guest_ms    spawn -> first "HELLO" line of hello.elf on the
  *                       serial port.  shardvm needs the build/shardvm binary.
  * Output: a table, one "BENCH suite=vmm metric=M impl=I value=V unit=U"
@@ -39,7 +45,9 @@ static const struct {
 } metrics[N_METRICS] = {
     [M_PIO_EXIT] = { "pio_exit_ns", "ns" },
     [M_PIO_EXIT_CPL0] = { "pio_exit_cpl0_ns", "ns" },
+    [M_IOEVENTFD_EXIT] = { "ioeventfd_exit_ns", "ns" },
     [M_IOEVENTFD_WAKEUP] = { "ioeventfd_wakeup_ns", "ns" },
+    [M_IOEVENTFD_POLLED] = { "ioeventfd_polled_ns", "ns" },
     [M_BOOT_TO_GUEST] = { "boot_to_guest_ms", "ms" },
 };
 
@@ -257,8 +265,14 @@ int main(int argc, char **argv)
                        spawn_pio_exit_ns(o.qemu_bin, &o));
             }
         }
-        record(M_PIO_EXIT_CPL0, IMPL_SHARDVM, inproc_ack_ns(&o, false));
-        record(M_IOEVENTFD_WAKEUP, IMPL_SHARDVM, inproc_ack_ns(&o, true));
+        record(M_PIO_EXIT_CPL0, IMPL_SHARDVM,
+               inproc_ack_ns(&o, false, false, false));
+        record(M_IOEVENTFD_EXIT, IMPL_SHARDVM,
+               inproc_ack_ns(&o, true, false, false));
+        record(M_IOEVENTFD_WAKEUP, IMPL_SHARDVM,
+               inproc_ack_ns(&o, true, true, false));
+        record(M_IOEVENTFD_POLLED, IMPL_SHARDVM,
+               inproc_ack_ns(&o, true, true, true));
         if (o.guest_dir) {
             if (o.shardvm_bin) {
                 record(M_BOOT_TO_GUEST, IMPL_SHARDVM,

@@ -106,7 +106,9 @@ int vm_start(VM *vm, GError **errp);
  * parked (or stopped).  While paused, vCPU registers may be read and set
  * from this thread.  If the caller holds the BQL it is released while
  * waiting (a vCPU may need it to finish an exit) and re-taken.  Nesting is
- * not counted: one vm_resume() undoes any number of vm_pause().
+ * not counted: one vm_resume() undoes any number of vm_pause().  Not from
+ * a vCPU thread (it would wait for itself): a device callback that wants
+ * the VM paused asks the main loop to do it (a BH).
  */
 void vm_pause(VM *vm);
 
@@ -126,7 +128,8 @@ void vm_kick_all(VM *vm);
  * vm_stop: stop and join every vCPU thread (a running vCPU is kicked out
  * of KVM_RUN; a vCPU waiting in a device callback finishes it first).
  * Releases the BQL while waiting if the caller holds it.  Idempotent; fine
- * before vm_start().  Not from a vCPU thread.
+ * before vm_start().  Not from a vCPU thread (vm_pause() and vm_stop()
+ * detect that, complain with g_critical() and return).
  */
 void vm_stop(VM *vm);
 
