@@ -7,11 +7,21 @@
  *   HELLO cpus=1
  *   HELLO tsc_hz=... tsc_source=pit announced=1
  *
+ * pci=1 also lists bus 0, one line per function:
+ *
+ *   HELLO pci=00:01.0 id=8086:7000
+ *
  * crash=ud or crash=pf instead ends in a CPU exception (#UD, or #PF on an
  * address past the 4 GiB identity map) after the first line, to test the
  * fault report ("GUEST FAULT ...", exit code 125).
  */
 #include "guest.h"
+
+static void hello_pci(pci_bdf_t bdf, uint32_t id, void *opaque)
+{
+    con_printf("HELLO pci=%02x:%02x.%x id=%04x:%04x\n", PCI_BUS(bdf), PCI_DEV(bdf),
+               PCI_FN(bdf), id & 0xffff, id >> 16);
+}
 
 static void hello_worker(unsigned cpu, void *arg)
 {
@@ -29,6 +39,9 @@ int guest_main(void)
         __asm__ volatile("ud2");
     } else if (!strcmp(crash, "pf")) {
         (void)*(volatile uint64_t *)0x500000000ull;
+    }
+    if (cmdline_u64("pci", 0)) {
+        pci_scan(hello_pci, NULL);
     }
     ran = smp_run(hello_worker, NULL);
     con_printf("HELLO cpus=%u\n", ran);

@@ -4,7 +4,8 @@
  *   port=0x510 count=100000 op=out|in size=1|2|4 cpus=all|1 [value=V]
  *
  * Each participating vCPU performs @count accesses to @port (so the total
- * is count * cpus), all starting together after a barrier.  An "out"
+ * is count * cpus), all starting together after a barrier.  With cpus=1
+ * the other vCPUs are parked first (halted, not spinning).  An "out"
  * writes @value, or the iteration number (truncated to @size) when no
  * value is given.  Then one line:
  *
@@ -16,6 +17,7 @@
  * time of one access on one vCPU), and S the 64-bit sum of all values
  * written or read.  Exit code 0, or 2 for a bad argument.
  */
+#include "bench.h"
 #include "guest.h"
 
 struct pio_job {
@@ -25,7 +27,6 @@ struct pio_job {
     bool fixed;         /* value given: write it every time */
     uint32_t value;
     uint64_t count;     /* per vCPU */
-    uint64_t t0, t1;    /* on vCPU 0 */
     uint64_t checksum;  /* summed atomically by every vCPU */
 };
 
@@ -62,25 +63,16 @@ static uint64_t pio_in(const struct pio_job *j)
 static void pio_worker(unsigned cpu, void *arg)
 {
     struct pio_job *j = arg;
-    uint64_t sum;
+    uint64_t sum = j->out ? pio_out(j) : pio_in(j);
 
-    smp_barrier();
-    if (cpu == 0) {
-        j->t0 = tsc_read();
-    }
-    sum = j->out ? pio_out(j) : pio_in(j);
     __atomic_fetch_add(&j->checksum, sum, __ATOMIC_RELAXED);
-    smp_barrier();
-    if (cpu == 0) {
-        j->t1 = tsc_read();
-    }
 }
 
 int guest_main(void)
 {
     static struct pio_job job;
     const char *op = cmdline_str("op", "out");
-    const char *cpus = cmdline_str("cpus", "all");
+    int all = bench_parse_cpus("PIO", cmdline_str("cpus", "all"));
     uint64_t total, ns;
     unsigned ran;
 
@@ -99,20 +91,12 @@ int guest_main(void)
         con_printf("PIO error: size=%u (want 1, 2 or 4)\n", job.size);
         return 2;
     }
-    if (!strcmp(cpus, "all")) {
-        ran = smp_run(pio_worker, &job);
-    } else if (!strcmp(cpus, "1")) {
-        job.t0 = tsc_read();
-        job.checksum = job.out ? pio_out(&job) : pio_in(&job);
-        job.t1 = tsc_read();
-        ran = 1;
-    } else {
-        con_printf("PIO error: cpus=%s (want all or 1)\n", cpus);
+    if (all < 0) {
         return 2;
     }
 
+    ns = bench_time(pio_worker, &job, all, &ran);
     total = job.count * ran;
-    ns = tsc_to_ns(job.t1 - job.t0);
     con_printf("RESULT mode=pio count=%lu ns_per_op=%lu total_ns=%lu cpus=%u "
                "op=%s size=%u port=0x%x checksum=%lu\n",
                (unsigned long)total,

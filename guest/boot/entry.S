@@ -69,6 +69,8 @@ _start:
          * and GDT are static; the C side waits for the BSP's set-up flag. */
         movl    %ebx, %esi
         movl    %ecx, %edi
+        testl   %esi, %esi              /* index 0 is the BSP's: broken VMM */
+        jz      park32
         cmpl    $GUEST_MAX_CPUS, %esi
         jae     park32
 2:
@@ -168,9 +170,10 @@ long_entry:
 
 /* ---------------------------------------------------------------------- */
 /*
- * CPL0 interrupt entry points.  IDT entries are written by idt.c at CPL3.
+ * CPL0 interrupt entry points; lib/start.c writes the IDT entries at CPL3.
  * Exceptions: push a dummy error code where the CPU pushes none, push the
- * vector, and call guest_fault() (C, runs emulated at CPL0; never returns).
+ * vector, and call guest_fault() (C, runs emulated at CPL0), which either
+ * exits the VM or returns to have this vCPU parked.
  */
         .text
         .balign 16

@@ -23,10 +23,15 @@
 #define LCR_8N1         0x03
 
 /*
- * Bound on LSR polls per byte: a VMM whose UART never reports THRE would
- * otherwise hang the guest; after the bound the byte is written anyway.
+ * Bound on LSR polls per byte.  A VMM whose UART never reports THRE (no
+ * LSR at all reads as 0) would otherwise hang the guest: after the bound
+ * the UART is taken as never-ready and later bytes are written unpolled.
+ * A real-speed UART needs ~90 us per byte; one poll is a ~25 us exit.
  */
-#define CON_POLL_MAX    100000
+#define CON_POLL_MAX    1000
+
+/* Set once the bound was hit; racy but monotonic, so relaxed atomics. */
+static int con_lsr_dead;
 
 /* Console lock: 0 free, 1 held.  Taken with an atomic exchange. */
 static int con_lock_word;
@@ -47,11 +52,18 @@ void con_init(void)
 
 static void con_putc(char c)
 {
-    for (int i = 0; i < CON_POLL_MAX; i++) {
-        if (inb(COM1 + UART_LSR) & LSR_THRE) {
-            break;
+    if (!__atomic_load_n(&con_lsr_dead, __ATOMIC_RELAXED)) {
+        int i;
+
+        for (i = 0; i < CON_POLL_MAX; i++) {
+            if (inb(COM1 + UART_LSR) & LSR_THRE) {
+                break;
+            }
+            cpu_relax();
         }
-        cpu_relax();
+        if (i == CON_POLL_MAX) {
+            __atomic_store_n(&con_lsr_dead, 1, __ATOMIC_RELAXED);
+        }
     }
     outb(COM1 + UART_THR, (uint8_t)c);
 }

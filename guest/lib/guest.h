@@ -45,7 +45,7 @@ void guest_exit(uint32_t code) __attribute__((noreturn));
  */
 void guest_park(void) __attribute__((noreturn));
 
-/* The multiboot info address the loader passed (0 on APs' view: BSP only). */
+/* Physical (= virtual) address of the multiboot info the BSP was given. */
 extern uint32_t boot_mb_info;
 
 #endif

@@ -47,27 +47,55 @@ void pci_write32(pci_bdf_t bdf, uint8_t off, uint32_t v)
     outl(PCI_CONFIG_DATA, v);
 }
 
-bool pci_find(uint16_t vendor, uint16_t device, unsigned index, pci_bdf_t *bdf)
+unsigned pci_scan(pci_scan_fn fn, void *opaque)
 {
+    unsigned found = 0;
+
     for (unsigned dev = 0; dev < 32; dev++) {
         unsigned nfn = 1;
 
-        for (unsigned fn = 0; fn < nfn; fn++) {
-            pci_bdf_t b = PCI_BDF(0, dev, fn);
+        for (unsigned f = 0; f < nfn; f++) {
+            pci_bdf_t b = PCI_BDF(0, dev, f);
             uint32_t id = pci_read32(b, PCI_VENDOR_ID);
 
             if ((id & 0xffff) == 0xffff) {
                 continue;
             }
-            if (fn == 0 && (pci_read8(b, PCI_HEADER_TYPE) & 0x80)) {
+            if (f == 0 && (pci_read8(b, PCI_HEADER_TYPE) & 0x80)) {
                 nfn = 8;        /* multi-function device */
             }
-            if ((id & 0xffff) == vendor &&
-                (device == 0xffff || (id >> 16) == device) && index-- == 0) {
-                *bdf = b;
-                return true;
-            }
+            fn(b, id, opaque);
+            found++;
         }
     }
-    return false;
+    return found;
+}
+
+struct pci_find_ctx {
+    uint16_t vendor, device;
+    unsigned index;
+    bool found;
+    pci_bdf_t bdf;
+};
+
+static void pci_find_one(pci_bdf_t bdf, uint32_t id, void *opaque)
+{
+    struct pci_find_ctx *c = opaque;
+
+    if (!c->found && (id & 0xffff) == c->vendor &&
+        (c->device == 0xffff || (id >> 16) == c->device) && c->index-- == 0) {
+        c->found = true;
+        c->bdf = bdf;
+    }
+}
+
+bool pci_find(uint16_t vendor, uint16_t device, unsigned index, pci_bdf_t *bdf)
+{
+    struct pci_find_ctx c = { vendor, device, index, false, 0 };
+
+    pci_scan(pci_find_one, &c);
+    if (c.found) {
+        *bdf = c.bdf;
+    }
+    return c.found;
 }

@@ -33,6 +33,15 @@ void pci_write8(pci_bdf_t bdf, uint8_t off, uint8_t v);
 void pci_write16(pci_bdf_t bdf, uint8_t off, uint16_t v);
 void pci_write32(pci_bdf_t bdf, uint8_t off, uint32_t v);
 
+/* Called by pci_scan for each function found: @id = device << 16 | vendor. */
+typedef void (*pci_scan_fn)(pci_bdf_t bdf, uint32_t id, void *opaque);
+
+/*
+ * pci_scan: call @fn for every function present on bus 0 (functions 1-7
+ * only of multi-function devices), in bdf order.  Returns how many.
+ */
+unsigned pci_scan(pci_scan_fn fn, void *opaque);
+
 /*
  * pci_find: scan bus 0 (every device, every function of multi-function
  * devices) for the @index-th (0-based) function with @vendor:@device;

@@ -24,7 +24,8 @@ extern char ustacks[];
 static int smp_setup_done;
 /* AP check-in count | SMP_CLOSED; see above. */
 static unsigned smp_state;
-/* Written by the BSP before SMP_CLOSED, read-only afterwards. */
+/* Written by the BSP before SMP_CLOSED, read-only afterwards (except that
+ * smp_park_others() drops smp_online to 1 once the APs are gone). */
 static unsigned smp_announced = 1;
 static unsigned smp_online = 1;
 
@@ -105,6 +106,10 @@ void smp_ap_main(unsigned cpu)
             continue;
         }
         seen = gen;
+        if (!smp_work.fn) {
+            __atomic_fetch_add(&smp_work.done, 1, __ATOMIC_RELEASE);
+            guest_park();       /* smp_park_others() */
+        }
         smp_work.fn(cpu, smp_work.arg);
         __atomic_fetch_add(&smp_work.done, 1, __ATOMIC_RELEASE);
     }
@@ -125,6 +130,23 @@ unsigned smp_run(smp_work_fn fn, void *arg)
         cpu_relax();
     }
     return smp_online;
+}
+
+void smp_park_others(void)
+{
+    unsigned aps = smp_online - 1;
+
+    if (!aps) {
+        return;
+    }
+    smp_work.fn = NULL;
+    __atomic_store_n(&smp_work.done, 0, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&smp_work.gen, 1, __ATOMIC_RELEASE);
+    /* Wait until they have seen it: smp_work is reused afterwards. */
+    while (__atomic_load_n(&smp_work.done, __ATOMIC_ACQUIRE) < aps) {
+        cpu_relax();
+    }
+    smp_online = 1;
 }
 
 void smp_barrier(void)

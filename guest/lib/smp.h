@@ -29,6 +29,14 @@ unsigned smp_cpu_id(void);
 unsigned smp_run(smp_work_fn fn, void *arg);
 
 /*
+ * smp_park_others: park every AP for good (hlt at CPL0, so their host
+ * threads sleep instead of spinning) and leave the BSP alone: later
+ * smp_run() calls run on the BSP only.  Use before timing anything on one
+ * vCPU, so idle APs do not compete with the VMM for host CPUs.  BSP only.
+ */
+void smp_park_others(void);
+
+/*
  * smp_barrier: wait until every vCPU running the current smp_run work has
  * reached the barrier.  Call from inside a work function on all of them,
  * the same number of times.

@@ -287,11 +287,17 @@ void vcpu_thread(Vm &vm, unsigned index)
         case KVM_EXIT_HLT:
             end_vcpu(vm, "");       // parked
             return;
-        case KVM_EXIT_MMIO:
-            if (!run->mmio.is_write) {
+        case KVM_EXIT_MMIO: {
+            std::lock_guard<std::mutex> g(vm.lock);
+
+            if (run->mmio.is_write) {
+                vm.result.mmio_writes[run->mmio.phys_addr]++;
+            } else {
+                vm.result.mmio_reads[run->mmio.phys_addr]++;
                 memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
             }
             break;
+        }
         case KVM_EXIT_INTR:
             break;
         default: {
@@ -339,7 +345,7 @@ std::string MiniVmmRun::line_starting(const std::string &prefix) const
 }
 
 MiniVmmRun mini_vmm_run(const std::string &elf, const std::string &cmdline,
-                        unsigned ncpus, int timeout_s, bool debug_exit)
+                        unsigned ncpus, int timeout_s, bool debug_exit, bool irqchip)
 {
     Vm vm;
     uint32_t entry = 0;
@@ -361,6 +367,10 @@ MiniVmmRun mini_vmm_run(const std::string &elf, const std::string &cmdline,
     vm.vm = ioctl(vm.kvm, KVM_CREATE_VM, 0);
     if (vm.vm < 0) {
         vm.result.error = errno_msg("KVM_CREATE_VM");
+        return vm.result;
+    }
+    if (irqchip && ioctl(vm.vm, KVM_CREATE_IRQCHIP, 0) < 0) {
+        vm.result.error = errno_msg("KVM_CREATE_IRQCHIP");
         return vm.result;
     }
     void *mem = mmap(nullptr, kMemSize, PROT_READ | PROT_WRITE,
@@ -402,6 +412,13 @@ MiniVmmRun mini_vmm_run(const std::string &elf, const std::string &cmdline,
             !(i == 0 ? set_entry_state(fd, entry, 0x2BADB002, kMbInfoAddr, ncpus, kShvm, &err)
                      : set_entry_state(fd, entry, kShvm, i, ncpus, 0, &err))) {
             vm.result.error = err;
+            return vm.result;
+        }
+        // With an in-kernel LAPIC, KVM creates APs waiting for INIT/SIPI;
+        // the protocol starts them directly.
+        kvm_mp_state mp = { KVM_MP_STATE_RUNNABLE };
+        if (irqchip && ioctl(fd, KVM_SET_MP_STATE, &mp) < 0) {
+            vm.result.error = errno_msg("KVM_SET_MP_STATE");
             return vm.result;
         }
     }

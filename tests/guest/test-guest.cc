@@ -62,31 +62,30 @@ protected:
     std::string hello_, pio_;
 };
 
-TEST_F(GuestQemu, HelloExitZero)
+// Also -smp 2: QEMU never starts the APs of a multiboot guest (they wait
+// for a SIPI) and does not pass "SHVM" in EDX, so the guest must run on the
+// BSP alone.
+TEST_F(GuestQemu, HelloExitZeroSmpOnBspOnly)
 {
-    QemuRun r = boot(hello_, "exit=0");
+    QemuRun r = boot(hello_, "exit=0", { "-smp", "2" });
     EXPECT_EQ(r.exit_status, 1) << r.output;
     EXPECT_TRUE(r.has_line("HELLO cmdline=\"exit=0\"")) << r.output;
     EXPECT_TRUE(r.has_line("HELLO cpu=0 ok")) << r.output;
+    EXPECT_FALSE(r.has_line("HELLO cpu=1 ok")) << r.output;
     EXPECT_TRUE(r.has_line("HELLO cpus=1")) << r.output;
 }
 
 TEST_F(GuestQemu, HelloExitFiveWithOtherKeys)
 {
-    QemuRun r = boot(hello_, "exit=5 foo=bar");
+    QemuRun r = boot(hello_, "exit=5 foo=bar pci=1");
     EXPECT_EQ(r.exit_status, (5 << 1) | 1) << r.output;
-    EXPECT_TRUE(r.has_line("HELLO cmdline=\"exit=5 foo=bar\"")) << r.output;
+    EXPECT_TRUE(r.has_line("HELLO cmdline=\"exit=5 foo=bar pci=1\"")) << r.output;
     EXPECT_TRUE(r.has_line("HELLO cpus=1")) << r.output;
-}
-
-// QEMU never starts the APs of a multiboot guest (they wait for a SIPI),
-// and it does not pass "SHVM" in EDX: the guest must run on the BSP alone.
-TEST_F(GuestQemu, HelloSmpOnQemuRunsOnBspOnly)
-{
-    QemuRun r = boot(hello_, "exit=2", { "-smp", "2" });
-    EXPECT_EQ(r.exit_status, (2 << 1) | 1) << r.output;
-    EXPECT_TRUE(r.has_line("HELLO cpus=1")) << r.output;
-    EXPECT_FALSE(r.has_line("HELLO cpu=1 ok")) << r.output;
+    // QEMU's pc machine: i440FX host bridge, PIIX3 ISA bridge (multi-function,
+    // so its IDE function 1 is found too).
+    EXPECT_TRUE(r.has_line("HELLO pci=00:00.0 id=8086:1237")) << r.output;
+    EXPECT_TRUE(r.has_line("HELLO pci=00:01.0 id=8086:7000")) << r.output;
+    EXPECT_TRUE(r.has_line("HELLO pci=00:01.1 id=8086:7010")) << r.output;
 }
 
 TEST_F(GuestQemu, PioOutReportsResult)
@@ -119,11 +118,13 @@ protected:
             << "/dev/kvm is not usable: " << strerror(errno);
         hello_ = env_path("SHARDVM_GUEST_HELLO");
         pio_ = env_path("SHARDVM_GUEST_PIO");
+        mmio_ = env_path("SHARDVM_GUEST_MMIO");
         ASSERT_EQ(access(hello_.c_str(), R_OK), 0) << "no guest at '" << hello_ << "'";
         ASSERT_EQ(access(pio_.c_str(), R_OK), 0) << "no guest at '" << pio_ << "'";
+        ASSERT_EQ(access(mmio_.c_str(), R_OK), 0) << "no guest at '" << mmio_ << "'";
     }
 
-    std::string hello_, pio_;
+    std::string hello_, pio_, mmio_;
 };
 
 TEST_F(GuestProtocol, HelloOnOneCpu)
@@ -207,4 +208,54 @@ TEST_F(GuestProtocol, PioRejectsBadArguments)
         EXPECT_NE(r.line_starting("PIO error: "), "") << r.output;
         EXPECT_EQ(r.line_starting("RESULT "), "") << r.output;
     }
+}
+
+TEST_F(GuestProtocol, MmioWriteOnAllCpus)
+{
+    MiniVmmRun r = mini_vmm_run(mmio_, "addr=0xd0000000 count=500 op=write size=4 cpus=all",
+                                2, kTimeoutS);
+    ASSERT_TRUE(r.ok) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.exit_code, 0u);
+    EXPECT_EQ(r.mmio_writes[0xd0000000], 1000u);
+    std::string line = r.line_starting("RESULT ");
+    ASSERT_EQ(line.rfind("RESULT mode=mmio count=1000 ns_per_op=", 0), 0u) << r.output;
+    auto kv = result_keys(line);
+    EXPECT_EQ(kv["cpus"], "2");
+    EXPECT_EQ(kv["op"], "write");
+    EXPECT_EQ(kv["addr"], "0xd0000000");
+    EXPECT_EQ(kv["checksum"], "249500");   // 2 * (0 + 1 + ... + 499)
+}
+
+TEST_F(GuestProtocol, MmioReadOnOneCpu)
+{
+    MiniVmmRun r = mini_vmm_run(mmio_, "addr=0xfee01000 count=100 op=read size=8 cpus=1",
+                                2, kTimeoutS);
+    ASSERT_TRUE(r.ok) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.mmio_reads[0xfee01000], 100u);
+    auto kv = result_keys(r.line_starting("RESULT "));
+    EXPECT_EQ(kv["mode"], "mmio");
+    EXPECT_EQ(kv["count"], "100");
+    EXPECT_EQ(kv["cpus"], "1");
+    EXPECT_EQ(kv["size"], "8");
+    // 100 reads of all-ones, summed modulo 2^64.
+    EXPECT_EQ(kv["checksum"], std::to_string(uint64_t(0) - 100));
+}
+
+TEST_F(GuestProtocol, MmioRejectsAddressAbove4G)
+{
+    MiniVmmRun r = mini_vmm_run(mmio_, "addr=0x100000000 count=1", 1, kTimeoutS);
+    ASSERT_TRUE(r.ok) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.exit_code, 2u);
+    EXPECT_NE(r.line_starting("MMIO error: addr="), "") << r.output;
+}
+
+// The same protocol on a VM with KVM's in-kernel irqchip, as shardvm has:
+// the APs must be made runnable by the VMM, not by INIT/SIPI.
+TEST_F(GuestProtocol, HelloWithInKernelIrqchip)
+{
+    MiniVmmRun r = mini_vmm_run(hello_, "exit=1", 2, kTimeoutS, true, true);
+    ASSERT_TRUE(r.ok) << r.error << "\n" << r.output;
+    EXPECT_EQ(r.exit_code, 1u);
+    EXPECT_TRUE(r.has_line("HELLO cpu=1 ok")) << r.output;
+    EXPECT_TRUE(r.has_line("HELLO cpus=2")) << r.output;
 }
