@@ -126,7 +126,7 @@ static bool is_elf(const uint8_t *img, size_t size)
     return size >= EI_NIDENT && memcmp(img, ELFMAG, SELFMAG) == 0;
 }
 
-/* Read program header @i into @s; false when it is not PT_LOAD. */
+/* Read the program header at @ph into @s; false when it is not PT_LOAD. */
 static bool elf_segment(const uint8_t *ph, bool is64, Segment *s)
 {
     if (is64) {
