@@ -106,6 +106,10 @@ struct AioContext {
     atomic_int deleted_handlers;  /* marked deleted, not yet unlinked */
     atomic_int poll_handlers; /* live handlers with io_poll; list_lock writes */
     atomic_int live_handlers; /* live handlers; list_lock writes */
+    /* Live handlers without io_poll: while any exists the context does not
+     * busy-poll (their fds are only seen by epoll, which busy-polling
+     * would delay by a whole window).  list_lock writes. */
+    atomic_int poll_disable_cnt;
 
     /* Adaptive polling parameters; any thread writes, home thread reads. */
     _Atomic int64_t poll_max_ns;

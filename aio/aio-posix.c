@@ -115,6 +115,8 @@ static void mark_deleted_locked(AioContext *ctx, AioHandler *h)
     atomic_fetch_sub(&ctx->live_handlers, 1);
     if (h->io_poll) {
         atomic_fetch_sub(&ctx->poll_handlers, 1);
+    } else {
+        atomic_fetch_sub(&ctx->poll_disable_cnt, 1);
     }
 }
 
@@ -163,6 +165,8 @@ static void set_handler(AioContext *ctx, int fd, AioHandler *new_h)
         atomic_fetch_add(&ctx->live_handlers, 1);
         if (new_h->io_poll) {
             atomic_fetch_add(&ctx->poll_handlers, 1);
+        } else {
+            atomic_fetch_add(&ctx->poll_disable_cnt, 1);
         }
     }
     if (old) {
@@ -474,12 +478,16 @@ bool aio_poll(AioContext *ctx, bool blocking)
         if (poll_ns > max_ns) {
             poll_ns = max_ns;
         }
-        if (max_ns) {
-            start = aio_clock_ns();
-        } else {
+        if (max_ns == 0) {
             atomic_store_explicit(&ctx->poll_ns, 0, memory_order_relaxed);
+        } else if (atomic_load_explicit(&ctx->poll_disable_cnt,
+                                        memory_order_relaxed) == 0) {
+            /* As QEMU: a handler that cannot be polled disables busy
+             * polling (its fd would wait for epoll until the window
+             * ends), and the window is not adapted meanwhile. */
+            start = aio_clock_ns();
         }
-        if (poll_ns > 0) {
+        if (start && poll_ns > 0) {
             int64_t deadline = start + poll_ns;
 
             if (timeout > 0 && timeout < poll_ns) {

@@ -279,26 +279,18 @@ static void bh_free(AioBH *bh)
 }
 
 /*
- * Set @new_flags (plus BH_PENDING) and, if we are the one who set
- * BH_PENDING, push @bh on the context's list and wake the poller.
- * Returns 0, or -ESHUTDOWN when the context is closed (then @bh is not
- * queued; a one-shot or deleted BH is freed).
+ * Push @bh (already marked BH_PENDING by the caller) on the context's
+ * list and wake the poller.  Returns 0, or -ESHUTDOWN when the context is
+ * closed (then @bh is not queued; a one-shot or deleted BH is freed).
  */
-static int bh_enqueue(AioBH *bh, unsigned new_flags)
+static int bh_push(AioBH *bh, unsigned flags)
 {
     AioContext *ctx = bh->ctx;
-    unsigned old = atomic_fetch_or(&bh->flags, BH_PENDING | new_flags);
-    AioBH *head;
+    AioBH *head = atomic_load_explicit(&ctx->bh_list, memory_order_relaxed);
 
-    if (old & BH_PENDING) {
-        /* Already queued (or in a slice not yet reached): it will see the
-         * new flags when it is taken off; whoever queued it notified. */
-        return 0;
-    }
-    head = atomic_load_explicit(&ctx->bh_list, memory_order_relaxed);
     do {
         if (head == BH_LIST_CLOSED) {
-            if ((old | new_flags) & (BH_ONESHOT | BH_DELETED)) {
+            if (flags & (BH_ONESHOT | BH_DELETED)) {
                 bh_free(bh);
             } else {
                 atomic_fetch_and(&bh->flags,
@@ -320,6 +312,22 @@ static int bh_enqueue(AioBH *bh, unsigned new_flags)
         aio_notify(ctx);
     }
     return 0;
+}
+
+/*
+ * Set @new_flags (plus BH_PENDING) and, if we are the one who set
+ * BH_PENDING, push @bh.  Returns 0 or -ESHUTDOWN (see bh_push()).
+ */
+static int bh_enqueue(AioBH *bh, unsigned new_flags)
+{
+    unsigned old = atomic_fetch_or(&bh->flags, BH_PENDING | new_flags);
+
+    if (old & BH_PENDING) {
+        /* Already queued (or in a slice not yet reached): it will see the
+         * new flags when it is taken off; whoever queued it notified. */
+        return 0;
+    }
+    return bh_push(bh, old | new_flags);
 }
 
 int aio_bh_schedule(AioBH *bh)
@@ -346,7 +354,10 @@ void aio_bh_delete(AioBH *bh)
 
 int aio_bh_schedule_oneshot(AioContext *ctx, AioBHFunc *cb, void *opaque)
 {
-    return bh_enqueue(bh_alloc(ctx, cb, opaque, BH_ONESHOT), BH_SCHEDULED);
+    /* Nobody else can see a new one-shot: no RMW needed for its flags. */
+    unsigned flags = BH_ONESHOT | BH_PENDING | BH_SCHEDULED;
+
+    return bh_push(bh_alloc(ctx, cb, opaque, flags), flags);
 }
 
 /* Take the first BH of @s; its PENDING bit is cleared before it runs. */
@@ -360,8 +371,13 @@ static AioBH *bh_dequeue(BHSlice *s, unsigned *flags)
     /* Read next before clearing PENDING: after that, another thread may
      * push the BH again and overwrite it. */
     s->head = atomic_load_explicit(&bh->next, memory_order_relaxed);
-    *flags = atomic_fetch_and(&bh->flags,
-                              ~(unsigned)(BH_PENDING | BH_SCHEDULED | BH_IDLE));
+    *flags = atomic_load_explicit(&bh->flags, memory_order_relaxed);
+    if (!(*flags & BH_ONESHOT)) {
+        /* One-shots are private to their slice (nobody holds a handle to
+         * them); others may be rescheduled by any thread. */
+        *flags = atomic_fetch_and(&bh->flags,
+                                  ~(unsigned)(BH_PENDING | BH_SCHEDULED | BH_IDLE));
+    }
     return bh;
 }
 

@@ -3,6 +3,7 @@
 #include "aio-test.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 namespace {
 
@@ -114,6 +115,36 @@ TEST_F(AioTest, RuntimePollMaxZeroStopsBusyPolling)
     aio_set_fd_handler(ctx, fds[0], nullptr, nullptr, nullptr, nullptr, nullptr);
     close(fds[0]);
     close(fds[1]);
+}
+
+TEST_F(AioTest, HandlerWithoutPollDisablesBusyPolling)
+{
+    std::atomic<int> polls{0};
+    int pfd[2], rfd[2];
+    ASSERT_EQ(pipe(pfd), 0);
+    ASSERT_EQ(pipe(rfd), 0);
+    aio_context_set_poll_params(ctx, 500 * 1000 * 1000LL, 0, 0);
+    aio_set_fd_handler(ctx, pfd[0], nullptr, nullptr, [](void *o) {
+        static_cast<std::atomic<int> *>(o)->fetch_add(1);
+        return false;
+    }, [](void *) {}, &polls);
+    // An fd only epoll can see: busy polling would hide it for a window.
+    aio_set_fd_handler(ctx, rfd[0], [](void *) {}, nullptr, nullptr, nullptr, nullptr);
+    aio_poll(ctx, false);
+    for (int i = 0; i < 5; i++) {
+        pass_with_wait(ctx, 200);
+    }
+    EXPECT_EQ(polls.load(), 0);
+    EXPECT_EQ(aio_context_get_poll_ns(ctx), 0);
+    aio_set_fd_handler(ctx, rfd[0], nullptr, nullptr, nullptr, nullptr, nullptr);
+    for (int i = 0; i < 5; i++) {
+        pass_with_wait(ctx, 200);
+    }
+    EXPECT_GT(polls.load(), 0);
+    aio_set_fd_handler(ctx, pfd[0], nullptr, nullptr, nullptr, nullptr, nullptr);
+    for (int fd : {pfd[0], pfd[1], rfd[0], rfd[1]}) {
+        close(fd);
+    }
 }
 
 // Two contexts in two threads bounce a token: every hop needs a wake-up
