@@ -253,8 +253,12 @@ static void vcpu_handle_exit(VCPU *cpu)
         /* Only without an in-kernel LAPIC: sleep until kicked. */
         atomic_fetch_add_explicit(&cpu->st_hlt, 1, memory_order_relaxed);
         pthread_mutex_lock(&cpu->vm->lock);
-        cpu->halted = true;
-        atomic_store(&cpu->halted_flag, true);
+        /* A kick that came in since we entered the guest ends the halt
+         * at once (vcpu_kick() bumps kick_seq before taking the lock). */
+        if (atomic_load(&cpu->kick_seq) == atomic_load(&cpu->st_kicks_seen)) {
+            cpu->halted = true;
+            atomic_store(&cpu->halted_flag, true);
+        }
         pthread_mutex_unlock(&cpu->vm->lock);
         break;
     case KVM_EXIT_INTR:

@@ -1,8 +1,8 @@
 /*
  * bench-vmm: exit-path and boot figures of shardvm against QEMU.
  *
- *   bench-vmm [--rounds N] [--quick] [--plot FILE.png] [--guest-dir DIR]
- *             [--shardvm PATH] [--qemu PATH]
+ *   bench-vmm [--rounds N] [--quick | --smoke] [--plot FILE.png]
+ *             [--guest-dir DIR] [--shardvm PATH] [--qemu PATH]
  *
  * Metrics (medians over the rounds; the implementations alternate within
  * each round):
@@ -197,13 +197,16 @@ static int plot(const char *png)
 int main(int argc, char **argv)
 {
     BenchVmmOpts o = { .rounds = 3, .pio_count = 20000, .ack_count = 20000 };
-    gboolean quick = FALSE;
+    gboolean quick = FALSE, smoke = FALSE;
     char *plot_file = NULL;
     GError *err = NULL;
     GOptionEntry entries[] = {
         { "rounds", 0, 0, G_OPTION_ARG_INT, &o.rounds, "rounds (3)", "N" },
         { "quick", 0, 0, G_OPTION_ARG_NONE, &quick, "small counts, 1 round",
           NULL },
+        { "smoke", 0, 0, G_OPTION_ARG_NONE, &smoke,
+          "tiny in-process run (no QEMU, no binary); fails if a metric is "
+          "missing", NULL },
         { "plot", 0, 0, G_OPTION_ARG_FILENAME, &plot_file, "write a PNG",
           "FILE" },
         { "guest-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.guest_dir,
@@ -221,7 +224,13 @@ int main(int argc, char **argv)
         return 2;
     }
     g_option_context_free(oc);
-    if (quick) {
+    if (smoke) {
+        o.rounds = 1;
+        o.pio_count = 200;
+        o.ack_count = 200;
+        g_clear_pointer(&o.shardvm_bin, g_free);
+        g_clear_pointer(&o.qemu_bin, g_free);
+    } else if (quick) {
         o.rounds = 1;
         o.pio_count = 2000;
         o.ack_count = 2000;
@@ -237,10 +246,10 @@ int main(int argc, char **argv)
         o.guest_dir = d ? g_path_get_dirname(d) : NULL;
         g_free(d);
     }
-    if (!o.shardvm_bin) {
+    if (!o.shardvm_bin && !smoke) {
         o.shardvm_bin = find_file(exe_dir, "shardvm", "build/shardvm");
     }
-    if (!o.qemu_bin) {
+    if (!o.qemu_bin && !smoke) {
         o.qemu_bin = g_find_program_in_path("qemu-system-x86_64");
     }
     printf("bench-vmm: %d round(s); guest dir %s; shardvm binary %s; qemu %s\n",
@@ -287,6 +296,21 @@ int main(int argc, char **argv)
 
     print_report(stdout);
     int ret = 0;
+    if (smoke) {
+        /* Every in-process metric must have produced a value. */
+        int need[] = { M_PIO_EXIT_CPL0, M_IOEVENTFD_EXIT, M_IOEVENTFD_WAKEUP,
+                       M_IOEVENTFD_POLLED, M_PIO_EXIT };
+        for (size_t k = 0; k < G_N_ELEMENTS(need); k++) {
+            if (need[k] == M_PIO_EXIT && !o.guest_dir) {
+                continue;
+            }
+            if (values[need[k]][IMPL_SHARDVM]->len == 0) {
+                fprintf(stderr, "bench-vmm: smoke: no %s\n",
+                        metrics[need[k]].name);
+                ret = 1;
+            }
+        }
+    }
     if (plot_file) {
         char *d = g_path_get_dirname(plot_file);
         g_mkdir_with_parents(d, 0755);

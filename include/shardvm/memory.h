@@ -124,8 +124,9 @@ IORegion *address_space_find(AddressSpace *as, uint64_t addr);
  * bytes (1, 2, 4 or 8) at @addr exactly as a vCPU exit does (binary search
  * under RCU, BQL for NEEDS_BQL regions).  A read that hits no region
  * returns all ones in *@value.  Return true when a region took the access,
- * false when it was unassigned.  Any RCU-registered thread that does not
- * hold the BQL and is not inside a read-side section.
+ * false when it was unassigned.  Any RCU-registered thread outside a
+ * read-side section; a caller that holds the BQL gets NEEDS_BQL regions
+ * called under its hold (the BQL is not taken twice).
  */
 bool address_space_read(AddressSpace *as, uint64_t addr, unsigned size,
                         uint64_t *value);

@@ -61,9 +61,12 @@ typedef struct VCPUEntry32 {
 } VCPUEntry32;
 
 /*
- * vcpu_set_entry32: load @entry (sregs + regs).  Only while @cpu is not
- * running: before vm_start() or while the VM is paused; called from the
- * thread that owns the VM.  Returns 0 or a negative errno.
+ * vcpu_set_entry32: load @entry (sregs + regs).  With the in-kernel
+ * irqchip it also makes the vCPU runnable (an AP would otherwise wait for
+ * INIT/SIPI), so every vCPU enters at vm_start(), as the SMP start protocol
+ * wants.  Only while @cpu is not running: before vm_start() or while the
+ * VM is paused; called from the thread that owns the VM.  Returns 0 or a
+ * negative errno.
  */
 int vcpu_set_entry32(VCPU *cpu, const VCPUEntry32 *entry);
 

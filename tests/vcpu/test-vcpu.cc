@@ -492,3 +492,47 @@ TEST_F(VmTest, StringIo)
     }
     EXPECT_EQ(in[8], 0);
 }
+
+// vm_pause()/vm_stop() from a vCPU thread would wait for that vCPU itself:
+// they complain (g_critical) and return instead of deadlocking.
+struct SelfPause {
+    VM *vm = nullptr;
+    std::atomic<int> calls{0};
+    static void write_cb(void *opaque, uint64_t, uint64_t, unsigned)
+    {
+        auto *s = static_cast<SelfPause *>(opaque);
+        vm_pause(s->vm);
+        vm_stop(s->vm);
+        s->calls++;
+    }
+    static inline const IORegionOps ops = { nullptr, write_cb };
+};
+
+static std::atomic<int> criticals{0};
+
+static void count_critical(const gchar *, GLogLevelFlags, const gchar *,
+                           gpointer)
+{
+    criticals++;
+}
+
+TEST_F(VmTest, PauseFromVcpuThreadIsRefused)
+{
+    create();
+    SelfPause sp;
+    sp.vm = vm_;
+    ASSERT_NE(address_space_add(vm_get_pio_space(vm_), "self", 0x70, 1,
+                                &SelfPause::ops, &sp, 0, nullptr), nullptr);
+    // The suite runs with G_DEBUG=fatal-criticals: expect these two.
+    GLogLevelFlags old = g_log_set_always_fatal((GLogLevelFlags)G_LOG_FATAL_MASK);
+    guint id = g_log_set_handler(nullptr, G_LOG_LEVEL_CRITICAL, count_critical,
+                                 nullptr);
+    load(GuestCode().out8(0x70).out8(kEndPort).hlt());
+    start();
+    bool ended = wait_end();
+    g_log_remove_handler(nullptr, id);
+    g_log_set_always_fatal(old);
+    ASSERT_TRUE(ended);
+    EXPECT_EQ(sp.calls.load(), 1);
+    EXPECT_EQ(criticals.load(), 2);
+}
