@@ -1,0 +1,79 @@
+// isa-debug-exit on a free-standing port address space (no KVM): the
+// status QEMU would exit with, first write wins, reads are all ones.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "shardvm/debug-exit.h"
+#include "shardvm/rcu.h"
+
+namespace {
+
+class DebugExitTest : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        shardvm_rcu_init(); // registers this thread; idempotent
+        pio_ = address_space_new("pio", ADDRESS_SPACE_PIO);
+    }
+    void TearDown() override
+    {
+        debug_exit_free(dev_);
+        address_space_free(pio_);
+        shardvm_rcu_drain();
+    }
+    static void Exit(void *opaque, int status)
+    {
+        static_cast<DebugExitTest *>(opaque)->calls_.push_back(status);
+    }
+    void Create(uint16_t base = 0xf4, uint16_t size = 4)
+    {
+        GError *err = nullptr;
+        dev_ = debug_exit_new(pio_, base, size, Exit, this, &err);
+        ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    }
+
+    AddressSpace *pio_ = nullptr;
+    DebugExit *dev_ = nullptr;
+    std::vector<int> calls_;
+};
+
+TEST_F(DebugExitTest, StatusIsValueShiftedOrOne)
+{
+    Create();
+    EXPECT_EQ(debug_exit_status(dev_), -1);
+    EXPECT_TRUE(address_space_write(pio_, 0xf4, 4, 5));
+    ASSERT_EQ(calls_, std::vector<int>{ 11 });
+    EXPECT_EQ(debug_exit_status(dev_), 11);
+}
+
+TEST_F(DebugExitTest, FirstWriteWins)
+{
+    Create();
+    address_space_write(pio_, 0xf4, 1, 0);
+    address_space_write(pio_, 0xf5, 1, 3);
+    EXPECT_EQ(calls_, std::vector<int>{ 1 });
+    EXPECT_EQ(debug_exit_status(dev_), 1);
+}
+
+TEST_F(DebugExitTest, ReadsAllOnesAndPortsOutsideAreNotTaken)
+{
+    Create(0x501, 2);
+    uint64_t v = 0;
+    EXPECT_TRUE(address_space_read(pio_, 0x501, 1, &v));
+    EXPECT_EQ(v, 0xffu);
+    EXPECT_FALSE(address_space_write(pio_, 0x503, 1, 1));
+    EXPECT_TRUE(calls_.empty());
+}
+
+TEST_F(DebugExitTest, TakenPortsAreAnError)
+{
+    Create();
+    GError *err = nullptr;
+    DebugExit *again = debug_exit_new(pio_, 0xf6, 2, Exit, this, &err);
+    EXPECT_EQ(again, nullptr);
+    ASSERT_NE(err, nullptr);
+    g_error_free(err);
+}
+
+} // namespace
