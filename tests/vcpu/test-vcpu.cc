@@ -264,6 +264,9 @@ TEST_F(VmTest, PauseResume)
         EXPECT_FALSE(vm_is_paused(vm_));
         ASSERT_TRUE(wait_for([&] { return c.writes.load() > frozen + 50; }));
     }
+    // The guest loops forever on port 0x70: stop the vCPUs before the
+    // Counter on this stack frame goes away (TearDown comes too late).
+    vm_stop(vm_);
 }
 
 TEST_F(VmTest, PauseWithBqlHeldWhileVcpuNeedsIt)
