@@ -444,7 +444,7 @@ static int object_iothread(ShardvmOptions *o, const char *opt,
     }
     for (size_t i = 0; r == 0 && i < G_N_ELEMENTS(props); i++) {
         char *s = kv_take(kv, props[i].key);
-        uint64_t v;
+        uint64_t v = 0;
         if (s) {
             r = parse_uint(opt, props[i].key, s, 0, INT64_MAX, &v, errp);
             if (r == 0) {
