@@ -35,6 +35,10 @@ ensure_build() {
   local dir=$1; shift
   if [ ! -f "$TOP/$dir/build.ninja" ]; then
     meson setup "$TOP/$dir" "$TOP" "$@" >/dev/null || return 1
+  else
+    # Test and module folders are picked up at configure time: a folder
+    # added since this dir was configured needs a reconfigure (~1 s).
+    meson setup --reconfigure "$TOP/$dir" "$TOP" "$@" >/dev/null || return 1
   fi
   ninja -C "$TOP/$dir" >/dev/null || { ninja -C "$TOP/$dir"; return 1; }
 }

@@ -110,7 +110,9 @@ static int vm_setup_platform(VM *vm, GError **errp)
         return shardvm_error_set(errp, -errno, "KVM_CREATE_IRQCHIP: %s",
                                  strerror(errno));
     }
-    struct kvm_pit_config pit = { .flags = 0 };
+    /* As QEMU: the kernel also answers port 0x61 (speaker / PIT gate),
+     * which a guest's PIT calibration reads. */
+    struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
     if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
         return shardvm_error_set(errp, -errno, "KVM_CREATE_PIT2: %s",
                                  strerror(errno));
