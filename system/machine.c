@@ -192,16 +192,7 @@ static int machine_load_kernel(Machine *m, const ShardvmOptions *o,
             e.ebx = (uint32_t)i;
             e.edx = 0;
         }
-        /*
-         * With the in-kernel LAPIC, KVM creates APs waiting for INIT/SIPI;
-         * the protocol starts them at the entry point directly instead.
-         */
-        struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
-        if (ioctl(vcpu_get_fd(cpu), KVM_SET_MP_STATE, &mp) < 0) {
-            int err = errno;
-            return shardvm_error_set(errp, -err, "vCPU %d: KVM_SET_MP_STATE: "
-                                     "%s", i, strerror(err));
-        }
+        /* vcpu_set_entry32() also makes APs runnable (no INIT/SIPI). */
         r = vcpu_set_entry32(cpu, &e);
         if (r < 0) {
             return shardvm_error_set(errp, r, "vCPU %d: cannot set the entry "
