@@ -1,5 +1,6 @@
 // IOThread: naming, home thread, prompt stop that loses no BH, properties
 // at creation and at runtime, 1,000 create/stop cycles.
+#include "../common/thread-names.h"
 #include "shardvm/iothread.h"
 #include "shardvm/rcu.h"
 #include "shardvm/thread-pool.h"
@@ -19,20 +20,7 @@ namespace {
 
 int CountThreads(const std::string &want = "")
 {
-    int n = 0;
-    DIR *d = opendir("/proc/self/task");
-    while (struct dirent *e = readdir(d)) {
-        if (e->d_name[0] == '.') {
-            continue;
-        }
-        std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
-        std::string name;
-        if (std::getline(f, name) && (want.empty() || name == want)) {
-            n++;
-        }
-    }
-    closedir(d);
-    return n;
+    return test_count_threads(want);
 }
 
 class IOThreadTest : public ::testing::Test {

@@ -1,5 +1,6 @@
 // Main loop: fd handlers, BHs of the main AioContext, the BQL released
 // while the loop sleeps, shutdown requests, thread naming.
+#include "../common/thread-names.h"
 #include "shardvm/iothread.h"
 #include "shardvm/main-loop.h"
 #include "shardvm/thread-pool.h"
@@ -288,20 +289,8 @@ TEST_F(MainLoop, MainContextTimerFires)
 
 std::multiset<std::string> ThreadNames()
 {
-    std::multiset<std::string> names;
-    DIR *d = opendir("/proc/self/task");
-    while (struct dirent *e = readdir(d)) {
-        if (e->d_name[0] == '.') {
-            continue;
-        }
-        std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
-        std::string name;
-        if (std::getline(f, name)) {
-            names.insert(name);
-        }
-    }
-    closedir(d);
-    return names;
+    std::vector<std::string> v = test_thread_names();
+    return {v.begin(), v.end()};
 }
 
 // What `ps -T` shows for a VMM with one IOThread and a busy pool.

@@ -2,6 +2,7 @@
 // thread.  Each case runs in a child process (fork()) that initialises the
 // main loop, signals itself, runs the loop and reports through its exit
 // status; the parent never starts a thread, so the fork is clean.
+#include "../common/thread-names.h"
 #include "shardvm/main-loop.h"
 
 #include <gtest/gtest.h>
@@ -24,15 +25,7 @@ enum { kOk = 0, kInitFailed = 10, kWrongPath, kWrongReason, kWrongSignal,
 
 bool HasThreadNamed(const std::string &want)
 {
-    DIR *d = opendir("/proc/self/task");
-    bool found = false;
-    while (struct dirent *e = readdir(d)) {
-        std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
-        std::string name;
-        found |= std::getline(f, name) && name == want;
-    }
-    closedir(d);
-    return found;
+    return test_count_threads(want) > 0;
 }
 
 // Runs in the child: init, deliver @sig (raise() or kill()), run the loop.

@@ -1,5 +1,6 @@
 // RCU: call_rcu thread naming, grace periods, RcuArray, and a torture test
 // where readers must never see a freed or half-built object.
+#include "../common/thread-names.h"
 #include "shardvm/rcu.h"
 #include "shardvm/thread.h"
 
@@ -17,23 +18,7 @@ namespace {
 // Names of all threads of this process, from /proc/self/task/*/comm.
 std::vector<std::string> ThreadNames()
 {
-    std::vector<std::string> names;
-    DIR *d = opendir("/proc/self/task");
-    if (!d) {
-        return names;
-    }
-    while (struct dirent *e = readdir(d)) {
-        if (e->d_name[0] == '.') {
-            continue;
-        }
-        std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
-        std::string name;
-        if (std::getline(f, name)) {
-            names.push_back(name);
-        }
-    }
-    closedir(d);
-    return names;
+    return test_thread_names();
 }
 
 class Rcu : public ::testing::Test {

@@ -1,5 +1,6 @@
 // Thread pool: completion thread, FIFO order, min/max workers, idle exit,
 // cancellation, 100,000 jobs, teardown with the context.
+#include "../common/thread-names.h"
 #include "shardvm/aio.h"
 #include "shardvm/iothread.h"
 #include "shardvm/rcu.h"
@@ -21,23 +22,7 @@ namespace {
 
 int CountThreadsNamed(const std::string &want)
 {
-    int n = 0;
-    DIR *d = opendir("/proc/self/task");
-    if (!d) {
-        return -1;
-    }
-    while (struct dirent *e = readdir(d)) {
-        if (e->d_name[0] == '.') {
-            continue;
-        }
-        std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
-        std::string name;
-        if (std::getline(f, name) && name == want) {
-            n++;
-        }
-    }
-    closedir(d);
-    return n;
+    return test_count_threads(want);
 }
 
 class ThreadPool : public ::testing::Test {

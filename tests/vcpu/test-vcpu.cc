@@ -1,5 +1,6 @@
 // The KVM core with tiny hand-assembled guests: VM life cycle, memory,
 // PIO/MMIO dispatch, HLT, kicks, pause/resume, errors, several vCPUs.
+#include "../common/thread-names.h"
 #include "vcpu-fixture.h"
 
 #include <dirent.h>
@@ -389,30 +390,7 @@ TEST_F(VmTest, KickVcpuHaltedInKernel)
 
 static std::vector<std::string> thread_names()
 {
-    std::vector<std::string> names;
-    DIR *d = opendir("/proc/self/task");
-    while (struct dirent *e = d ? readdir(d) : nullptr) {
-        if (e->d_name[0] == '.') {
-            continue;
-        }
-        std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
-        FILE *f = fopen(path.c_str(), "r");
-        char buf[32] = {};
-        if (f && fgets(buf, sizeof(buf), f)) {
-            std::string s(buf);
-            if (!s.empty() && s.back() == '\n') {
-                s.pop_back();
-            }
-            names.push_back(s);
-        }
-        if (f) {
-            fclose(f);
-        }
-    }
-    if (d) {
-        closedir(d);
-    }
-    return names;
+    return test_thread_names();
 }
 
 TEST_F(VmTest, VcpuThreadsAreNamedAndJoined)
