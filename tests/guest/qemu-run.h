@@ -27,6 +27,10 @@ struct QemuRun {
 // binary from $SHARDVM_QEMU and read/write access to /dev/kvm.
 std::string qemu_missing();
 
+// The accelerator arguments: {"-enable-kvm"}, or {"-accel", "tcg"} when
+// /dev/kvm cannot be opened (see tests/common/need-kvm.h).
+std::vector<std::string> qemu_accel();
+
 // The path in environment variable @name, or "" when unset.
 std::string env_path(const char *name);
 

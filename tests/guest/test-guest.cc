@@ -5,6 +5,8 @@
  */
 #include <gtest/gtest.h>
 
+#include "../common/need-kvm.h"
+
 #include <unistd.h>
 
 #include <map>
@@ -114,8 +116,7 @@ class GuestProtocol : public ::testing::Test {
 protected:
     void SetUp() override
     {
-        ASSERT_EQ(access("/dev/kvm", R_OK | W_OK), 0)
-            << "/dev/kvm is not usable: " << strerror(errno);
+        SHARDVM_REQUIRE_KVM();
         hello_ = env_path("SHARDVM_GUEST_HELLO");
         pio_ = env_path("SHARDVM_GUEST_PIO");
         mmio_ = env_path("SHARDVM_GUEST_MMIO");

@@ -6,6 +6,8 @@
 // the tests FAIL with a message saying what is missing.
 #include <gtest/gtest.h>
 
+#include "../common/need-kvm.h"
+
 #include <fcntl.h>
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -146,9 +148,7 @@ protected:
         ASSERT_TRUE(g_file_test(Guest("hello.elf").c_str(),
                                 G_FILE_TEST_EXISTS))
             << "test guest missing: " << Guest("hello.elf");
-        ASSERT_EQ(access("/dev/kvm", R_OK | W_OK), 0)
-            << "/dev/kvm is not usable (" << strerror(errno)
-            << "): these tests boot a guest under KVM";
+        SHARDVM_REQUIRE_KVM();
         dir_ = g_dir_make_tmp("shardvm-it-XXXXXX", nullptr);
         ASSERT_NE(dir_, nullptr);
     }

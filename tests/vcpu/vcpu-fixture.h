@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "../common/need-kvm.h"
+
 extern "C" {
 #include "shardvm/iothread.h"
 #include "shardvm/main-loop.h"
@@ -189,8 +191,7 @@ protected:
 
     void SetUp() override
     {
-        ASSERT_TRUE(have_kvm())
-            << "/dev/kvm is missing or not accessible: the vcpu suite needs KVM";
+        SHARDVM_REQUIRE_KVM();
         static thread_local RcuThread reg;
         (void)reg;
     }

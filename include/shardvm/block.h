@@ -1,0 +1,211 @@
+/*
+ * Block layer: raw images (and null devices) behind an asynchronous request
+ * API whose completions run in the AioContext that submitted them.
+ *
+ * Objects:
+ *  - BlockBackend: one opened image (a -drive or a -blockdev node): the
+ *    file descriptor, its size, its options (cache, aio, read-only,
+ *    discard), statistics.  Reference counted; shared by every context
+ *    that does I/O on it.  Open and close on the main thread (BQL).
+ *  - BlockQueue: a BlockBackend's I/O channel in ONE AioContext (SPDK's
+ *    "I/O channel"; QEMU's per-AioContext LinuxAioState / LuringState).
+ *    A device creates one per virtqueue (or per context) and submits from
+ *    that context's home thread only.  Requests come from a per-queue pool
+ *    (no allocation per request once warm); the queue counts requests in
+ *    flight, batches submissions between plug and unplug, and delivers
+ *    every completion in its context's home thread.  Queues of the same
+ *    backend in the same context share that context's libaio io context /
+ *    io_uring ring (created on first use, freed with the context's last
+ *    queue).
+ *
+ * Rules (libuv's): a submit function that returns an error never calls the
+ * callback; one that returns 0 calls it exactly once, always later from the
+ * context's event loop (never from inside the submit call), with 0 or a
+ * negative errno (-EIO, -ENOSPC, ...: what the host said).  Buffers
+ * (iovecs and what they point to) must stay valid until the callback.
+ */
+#ifndef SHARDVM_BLOCK_H
+#define SHARDVM_BLOCK_H
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "shardvm/aio.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct BlockBackend BlockBackend;
+typedef struct BlockQueue BlockQueue;
+
+/* Completion: @ret is 0 or a negative errno.  Runs in the queue's context. */
+typedef void BlockCompletionFunc(void *opaque, int ret);
+
+typedef enum BlockDriverKind {
+    BLOCK_DRIVER_FILE = 0,   /* raw image: regular file or block device */
+    BLOCK_DRIVER_NULL_CO,    /* completes without storage (QEMU null-co) */
+    BLOCK_DRIVER_NULL_AIO,   /* same, completion through a BH (null-aio) */
+} BlockDriverKind;
+
+typedef enum BlockAioMode {
+    BLOCK_AIO_THREADS = 0,   /* the context's thread pool, preadv/pwritev */
+    BLOCK_AIO_NATIVE,        /* libaio */
+    BLOCK_AIO_IO_URING,      /* liburing */
+} BlockAioMode;
+
+typedef enum BlockDiscardMode {
+    BLOCK_DISCARD_IGNORE = 0,
+    BLOCK_DISCARD_UNMAP,
+} BlockDiscardMode;
+
+typedef enum BlockLocking {
+    BLOCK_LOCKING_AUTO = 0,
+    BLOCK_LOCKING_ON,
+    BLOCK_LOCKING_OFF,
+} BlockLocking;
+
+/*
+ * What -drive / -blockdev said, after parsing.  QEMU's cache modes map to
+ * two booleans (QEMU's cache.direct / cache.no-flush) plus write-cache:
+ *   writeback    direct=off no_flush=off writeback=on   (QEMU's default)
+ *   none         direct=on  no_flush=off writeback=on
+ *   writethrough direct=off no_flush=off writeback=off
+ *   directsync   direct=on  no_flush=off writeback=off
+ *   unsafe       direct=off no_flush=on  writeback=on
+ * writeback=off means every write is followed by a flush before it
+ * completes (the guest sees a write-through cache; virtio-blk's WCE=0).
+ */
+typedef struct BlockOptions {
+    char *id;                  /* -drive id= / -blockdev node-name= */
+    BlockDriverKind driver;
+    char *filename;            /* file driver only */
+    BlockAioMode aio;
+    bool cache_direct;         /* O_DIRECT */
+    bool cache_no_flush;       /* flush completes at once, does nothing */
+    bool cache_writeback;      /* false: writes are made durable first */
+    bool read_only;
+    BlockDiscardMode discard;
+    BlockLocking locking;
+    bool null_read_zeroes;     /* null drivers: reads fill zeroes */
+    uint64_t null_latency_ns;  /* null drivers: completion delay */
+    uint64_t null_size;        /* null drivers: size in bytes (default 1 GiB) */
+    /* -drive if=virtio: create a virtio-blk-pci device for it */
+    bool if_virtio;
+} BlockOptions;
+
+/* block_options_clear: free the strings of @o and zero it.  Any thread. */
+void block_options_clear(BlockOptions *o);
+
+/*
+ * block_parse_drive / block_parse_blockdev: parse a -drive or -blockdev
+ * argument ("key=value,..." in QEMU's spelling; -blockdev also as JSON
+ * "{...}") into @out (cleared first).  Errors name the bad key or value:
+ * unknown driver, format=qcow2 (not supported), bad cache= or aio=.
+ * Returns 0 or a negative errno with *@errp set.  Pure; any thread.
+ */
+int block_parse_drive(const char *arg, BlockOptions *out, GError **errp);
+int block_parse_blockdev(const char *arg, BlockOptions *out, GError **errp);
+
+/*
+ * blk_open: open the image @opts names (copied; the caller keeps @opts).
+ * Checks what can be checked before any I/O: the file exists, its size is
+ * a multiple of 512, O_DIRECT works, the image lock (locking=) is free,
+ * aio=native without cache.direct (QEMU: refused; see docs/usage.md).
+ * Returns a backend with one reference, or NULL with *@errp set (the
+ * message names the file).  Main thread.
+ */
+BlockBackend *blk_open(const BlockOptions *opts, GError **errp);
+
+/* blk_ref / blk_unref: reference counting; the last unref closes (every
+ * queue must be freed by then).  Main thread. */
+void blk_ref(BlockBackend *blk);
+void blk_unref(BlockBackend *blk);
+
+/* Accessors; any thread (immutable after blk_open, except the write-cache
+ * flag, which is atomic). */
+const char *blk_get_id(const BlockBackend *blk);
+uint64_t blk_get_size(const BlockBackend *blk);             /* bytes */
+bool blk_is_read_only(const BlockBackend *blk);
+const BlockOptions *blk_get_options(const BlockBackend *blk);
+/* Alignment O_DIRECT needs (memory and offset/length), 1 without it. */
+uint32_t blk_get_request_alignment(const BlockBackend *blk);
+bool blk_get_write_cache(const BlockBackend *blk);
+/* blk_set_write_cache: virtio-blk's CONFIG_WCE writes this at runtime. */
+void blk_set_write_cache(BlockBackend *blk, bool writeback);
+
+/* Statistics for query-blockstats; updated at completion.  Any thread. */
+typedef struct BlockStats {
+    uint64_t rd_ops, wr_ops, flush_ops, discard_ops, zero_ops;
+    uint64_t rd_bytes, wr_bytes;
+    uint64_t rd_total_ns, wr_total_ns, flush_total_ns;
+    uint64_t failed_ops;
+} BlockStats;
+void blk_get_stats(const BlockBackend *blk, BlockStats *out);
+
+/*
+ * blk_queue_new: a queue for @blk in @ctx (blk is referenced).  Call from
+ * @ctx's home thread (or before the context runs: an IOThread's context
+ * via aio_context_run_sync).  Returns NULL with *@errp set if the
+ * context's libaio/io_uring set-up failed.
+ */
+BlockQueue *blk_queue_new(BlockBackend *blk, AioContext *ctx, GError **errp);
+
+/*
+ * blk_queue_free: free a queue with nothing in flight (abort() otherwise:
+ * drain first).  Home thread of the queue's context.
+ */
+void blk_queue_free(BlockQueue *q);
+
+AioContext *blk_queue_get_context(const BlockQueue *q);
+BlockBackend *blk_queue_get_backend(const BlockQueue *q);
+
+/*
+ * Requests.  Home thread of @q's context.  @offset and lengths are bytes.
+ * Immediate errors (the callback is then NOT called): -EINVAL (range past
+ * the end of the image or overflowing), -EROFS (write/discard/zeroes on a
+ * read-only backend), -ENOMEM.  Unaligned buffers/offsets under O_DIRECT
+ * are not an error: they go through an aligned bounce buffer.
+ */
+int blk_queue_preadv(BlockQueue *q, uint64_t offset, const struct iovec *iov,
+                     int iovcnt, BlockCompletionFunc *cb, void *opaque);
+int blk_queue_pwritev(BlockQueue *q, uint64_t offset, const struct iovec *iov,
+                      int iovcnt, BlockCompletionFunc *cb, void *opaque);
+/* Completes after every write that completed before it was submitted is
+ * durable (what a guest's FLUSH means). */
+int blk_queue_flush(BlockQueue *q, BlockCompletionFunc *cb, void *opaque);
+/* discard=ignore: completes with 0 and does nothing. */
+int blk_queue_discard(BlockQueue *q, uint64_t offset, uint64_t len,
+                      BlockCompletionFunc *cb, void *opaque);
+/* Reads back as zeroes afterwards; @may_unmap lets it punch a hole when
+ * discard=unmap. */
+int blk_queue_write_zeroes(BlockQueue *q, uint64_t offset, uint64_t len,
+                           bool may_unmap, BlockCompletionFunc *cb,
+                           void *opaque);
+
+/*
+ * blk_queue_plug / blk_queue_unplug: between them, submissions are
+ * queued and go to the kernel as one io_submit() / io_uring_submit() at
+ * the outermost unplug (nesting is counted).  Home thread.
+ */
+void blk_queue_plug(BlockQueue *q);
+void blk_queue_unplug(BlockQueue *q);
+
+/* blk_queue_in_flight: requests submitted and not yet completed (their
+ * callbacks not yet run).  Home thread. */
+unsigned blk_queue_in_flight(const BlockQueue *q);
+
+/*
+ * blk_queue_drain: run the context's loop (aio_poll) until nothing is in
+ * flight on @q; completions run their callbacks meanwhile.  Home thread;
+ * not from inside one of @q's completion callbacks.
+ */
+void blk_queue_drain(BlockQueue *q);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
