@@ -436,6 +436,35 @@ static bool blk_alloc_workers(void)
     return true;
 }
 
+/*
+ * Test hook bar_move=ADDR: move the disk's 64-bit memory BARs to ADDR (0:
+ * leave them unassigned) and turn memory decoding off, as a VMM without
+ * firmware might, before the driver looks at the device.  Modern IDs only.
+ */
+static void blk_bar_move(uint64_t addr)
+{
+    pci_bdf_t bdf;
+    uint16_t cmd;
+
+    if (!pci_find(VIRTIO_PCI_VENDOR, VIRTIO_PCI_MODERN_BASE + VIRTIO_ID_BLOCK, P.disk, &bdf)) {
+        return;
+    }
+    cmd = pci_read16(bdf, PCI_COMMAND);
+    pci_write16(bdf, PCI_COMMAND, cmd & ~(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
+    for (unsigned n = 0; n < 6; n++) {
+        struct pci_bar bar;
+
+        pci_bar_size(bdf, n, &bar);
+        if (bar.is64 && bar.size) {
+            pci_bar_set(bdf, n, &bar, addr);
+            con_printf("BLK bar_move bar=%u addr=0x%lx size=0x%lx\n", n,
+                       (unsigned long)addr, (unsigned long)bar.size);
+            addr += addr ? bar.size : 0;
+            n++;
+        }
+    }
+}
+
 int guest_main(void)
 {
     uint64_t ios = 0, errors = 0, bytes = 0, reads = 0, writes = 0, flushes = 0;
@@ -446,10 +475,13 @@ int guest_main(void)
     if (!blk_parse()) {
         return 2;
     }
+    if (cmdline_has("bar_move")) {
+        blk_bar_move(cmdline_u64("bar_move", 0));
+    }
     r = vblk_open(&B, P.disk, P.queues, P.qd, P.bs);
     if (r == -1) {
-        con_printf("BLK error: disk=%u: no such modern virtio-blk device "
-                   "(1af4:1042; QEMU: disable-legacy=on)\n", P.disk);
+        con_printf("BLK error: disk=%u: no such virtio-blk device "
+                   "(PCI 1af4:1042 or 1af4:1001)\n", P.disk);
         return 3;
     }
     if (r < 0) {
@@ -465,9 +497,10 @@ int guest_main(void)
         return 2;
     }
     con_printf("BLK disk=%u pci=%02x:%02x.%x capacity=%lu blk_size=%u num_queues=%u "
-               "queue_size=%u features=0x%lx\n", P.disk, PCI_BUS(B.pci.bdf),
+               "queue_size=%u features=0x%lx common_cfg=0x%lx\n", P.disk, PCI_BUS(B.pci.bdf),
                PCI_DEV(B.pci.bdf), PCI_FN(B.pci.bdf), (unsigned long)B.capacity,
-               B.blk_size, B.num_queues, B.q[0].vq.size, (unsigned long)B.pci.features);
+               B.blk_size, B.num_queues, B.q[0].vq.size, (unsigned long)B.pci.features,
+               (unsigned long)(uintptr_t)B.pci.common);
 
     ns = bench_time(blk_worker_fn, NULL, P.queues > 1, &ran);
 

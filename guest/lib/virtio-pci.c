@@ -161,19 +161,62 @@ static int vpci_caps(struct vpci_dev *d)
     return d->common && d->notify && d->device ? 0 : -1;
 }
 
+/* Transitional device IDs (0x1000 + n) by virtio type; 0: none. */
+static uint16_t vpci_transitional_id(uint16_t type)
+{
+    switch (type) {
+    case 1: return 0x1000;      /* net */
+    case 2: return 0x1001;      /* block */
+    case 3: return 0x1003;      /* console */
+    case 4: return 0x1005;      /* entropy */
+    case 5: return 0x1002;      /* balloon */
+    case 8: return 0x1004;      /* scsi */
+    case 9: return 0x1009;      /* 9p */
+    default: return 0;
+    }
+}
+
+struct vpci_find_ctx {
+    uint16_t modern, transitional;
+    unsigned index;
+    bool found;
+    pci_bdf_t bdf;
+};
+
+static void vpci_find_fn(pci_bdf_t bdf, uint32_t id, void *opaque)
+{
+    struct vpci_find_ctx *c = opaque;
+    uint16_t dev = (uint16_t)(id >> 16);
+
+    if (c->found || (id & 0xffff) != VIRTIO_PCI_VENDOR ||
+        (dev != c->modern && (!c->transitional || dev != c->transitional))) {
+        return;
+    }
+    if (c->index-- == 0) {
+        c->found = true;
+        c->bdf = bdf;
+    }
+}
+
 int vpci_find(uint16_t type, unsigned index, struct vpci_dev *d)
 {
+    struct vpci_find_ctx c = {
+        VIRTIO_PCI_MODERN_BASE + type, vpci_transitional_id(type), index, false, 0,
+    };
     pci_bdf_t bdf;
 
     *d = (struct vpci_dev){ 0 };
-    if (!pci_find(VIRTIO_PCI_VENDOR, VIRTIO_PCI_MODERN_BASE + type, index, &bdf)) {
+    pci_scan(vpci_find_fn, &c);
+    if (!c.found) {
         return -1;
     }
+    bdf = c.bdf;
     d->bdf = bdf;
     d->type = type;
     if (vpci_caps(d) < 0) {
         con_printf("VIRTIO error: %02x:%02x.%x has no usable common/notify/device "
-                   "capabilities in memory BARs\n",
+                   "capabilities in memory BARs (a legacy-only device? QEMU: "
+                   "disable-legacy=on)\n",
                    PCI_BUS(bdf), PCI_DEV(bdf), PCI_FN(bdf));
         return -2;
     }

@@ -1,7 +1,8 @@
 /*
- * Modern virtio-pci transport (virtio 1.x, PCI device IDs 0x1040 + type),
- * polled: no MSI-X vectors, no interrupts.  Legacy and transitional
- * devices (0x1000-0x103f) are not driven: give QEMU disable-legacy=on.
+ * Modern virtio-pci transport (virtio 1.x), polled: no MSI-X vectors, no
+ * interrupts.  Modern devices (PCI ID 0x1040 + type) and transitional ones
+ * (0x1000-0x103f) are driven through the modern capabilities only; the
+ * legacy I/O BAR is never used.
  * Set-up is BSP-only; after vpci_driver_ok() each queue may be used by one
  * vCPU (see virtq.h).
  */
@@ -60,8 +61,8 @@ struct vpci_dev {
 };
 
 /*
- * vpci_find: the @index-th (0-based) modern virtio-pci function of device
- * @type on bus 0.  Enables memory decoding and bus mastering, assigns
+ * vpci_find: the @index-th (0-based) virtio-pci function of device @type
+ * (modern or transitional ID, in bus order) on bus 0.  Enables memory decoding and bus mastering, assigns
  * unassigned BARs in the PCI hole, maps BARs above 4 GiB (mem.h), walks the
  * vendor capabilities and fills @d.  Returns 0, -1 when there is no such
  * device, -2 when it is unusable (a "VIRTIO error: ..." line is printed).
