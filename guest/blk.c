@@ -284,7 +284,7 @@ static void blk_worker_fn(unsigned cpu, void *arg)
     case M_VERIFY_READ:
         /* Queue i owns blocks i, i + queues, ... below count. */
         mine = P.count > cpu ? (P.count - cpu + P.queues - 1) / P.queues : 0;
-        if (P.mode == M_VERIFY) {
+        if (mine && P.mode == M_VERIFY) {
             blk_pass(w, mine, 0, VIRTIO_BLK_T_OUT, cpu, P.queues);
         }
         if (mine) {
