@@ -30,6 +30,8 @@
 #define PTE_P           0x001
 #define PTE_RW          0x002
 #define PTE_US          0x004
+#define PTE_PWT         0x008
+#define PTE_PCD         0x010
 #define PTE_PS          0x080
 #define PTE_DIR         (PTE_P | PTE_RW | PTE_US)
 
@@ -247,10 +249,13 @@ gdt_end:
 
 /*
  * Identity map of the first 4 GiB with 2 MiB pages, user-accessible and
- * writable (CPL3 code fills the IDT and may touch any device MMIO).
- * Static so no CPL0 loop has to build it.
+ * writable (CPL3 code fills the IDT and may touch any device MMIO).  The
+ * last GiB (0xC0000000-0xFFFFFFFF: the PCI hole, IOAPIC, LAPIC) is
+ * uncached (PCD | PWT, PAT entry 3 = UC).  Static so no CPL0 loop has to
+ * build it; lib/mem.c adds device windows above 4 GiB at CPL3.
  */
         .balign 4096
+        .globl  pml4
 pml4:
         .quad   pdpt + PTE_DIR
         .fill   511, 8, 0
@@ -263,7 +268,11 @@ pdpt:
 pd:
         .set    i, 0
         .rept   2048
+        .if     i >= 1536
+        .quad   (i << 21) | PTE_DIR | PTE_PS | PTE_PCD | PTE_PWT
+        .else
         .quad   (i << 21) | PTE_DIR | PTE_PS
+        .endif
         .set    i, i + 1
         .endr
 

@@ -99,3 +99,60 @@ bool pci_find(uint16_t vendor, uint16_t device, unsigned index, pci_bdf_t *bdf)
     }
     return c.found;
 }
+
+void pci_bar_get(pci_bdf_t bdf, unsigned n, struct pci_bar *bar)
+{
+    uint8_t off = (uint8_t)(PCI_BAR0 + 4 * n);
+    uint32_t lo = pci_read32(bdf, off);
+
+    bar->size = 0;
+    bar->io = lo & 1;
+    bar->is64 = !bar->io && ((lo >> 1) & 3) == 2 && n < 5;
+    if (bar->io) {
+        bar->addr = lo & ~3u;
+        return;
+    }
+    bar->addr = lo & ~0xfu;
+    if (bar->is64) {
+        bar->addr |= (uint64_t)pci_read32(bdf, off + 4) << 32;
+    }
+}
+
+void pci_bar_size(pci_bdf_t bdf, unsigned n, struct pci_bar *bar)
+{
+    uint8_t off = (uint8_t)(PCI_BAR0 + 4 * n);
+    uint16_t cmd = pci_read16(bdf, PCI_COMMAND);
+    uint32_t lo = pci_read32(bdf, off), hi = 0;
+    uint64_t mask;
+
+    pci_bar_get(bdf, n, bar);
+    pci_write16(bdf, PCI_COMMAND, cmd & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY));
+    pci_write32(bdf, off, 0xffffffffu);
+    mask = pci_read32(bdf, off) & (bar->io ? ~3u : ~0xfu);
+    if (bar->is64) {
+        hi = pci_read32(bdf, off + 4);
+        pci_write32(bdf, off + 4, 0xffffffffu);
+        mask |= (uint64_t)pci_read32(bdf, off + 4) << 32;
+        pci_write32(bdf, off + 4, hi);
+    } else {
+        mask |= bar->io ? 0xffffffffffff0000ull : 0xffffffff00000000ull;
+    }
+    pci_write32(bdf, off, lo);
+    pci_write16(bdf, PCI_COMMAND, cmd);
+    /* Nothing writable: the BAR is not implemented. */
+    bar->size = (uint32_t)mask || (bar->is64 && (mask >> 32)) ? ~mask + 1 : 0;
+    if (bar->io) {
+        bar->size &= 0xffff;
+    }
+}
+
+void pci_bar_set(pci_bdf_t bdf, unsigned n, const struct pci_bar *bar, uint64_t addr)
+{
+    uint8_t off = (uint8_t)(PCI_BAR0 + 4 * n);
+    uint32_t flags = pci_read32(bdf, off) & 0xf;
+
+    pci_write32(bdf, off, (uint32_t)addr | flags);
+    if (bar->is64) {
+        pci_write32(bdf, off + 4, (uint32_t)(addr >> 32));
+    }
+}

@@ -22,6 +22,9 @@ typedef uint16_t pci_bdf_t;
 #define PCI_COMMAND             0x04
 #define PCI_HEADER_TYPE         0x0e
 #define PCI_BAR0                0x10
+#define PCI_STATUS              0x06
+#define PCI_CAP_PTR             0x34
+#define PCI_STATUS_CAP_LIST     0x10
 #define PCI_COMMAND_IO          0x1
 #define PCI_COMMAND_MEMORY      0x2
 #define PCI_COMMAND_MASTER      0x4
@@ -32,6 +35,26 @@ uint32_t pci_read32(pci_bdf_t bdf, uint8_t off);
 void pci_write8(pci_bdf_t bdf, uint8_t off, uint8_t v);
 void pci_write16(pci_bdf_t bdf, uint8_t off, uint16_t v);
 void pci_write32(pci_bdf_t bdf, uint8_t off, uint32_t v);
+
+/* A base address register as found (pci_bar_get). */
+struct pci_bar {
+    uint64_t addr;      /* 0 when unassigned */
+    uint64_t size;      /* only filled by pci_bar_size() */
+    bool io;            /* I/O space BAR */
+    bool is64;          /* 64-bit memory BAR (uses BAR n + 1 too) */
+};
+
+/* pci_bar_get: read BAR @n (0-5) of a type-0 function.  No side effects. */
+void pci_bar_get(pci_bdf_t bdf, unsigned n, struct pci_bar *bar);
+
+/*
+ * pci_bar_size: pci_bar_get plus the size, found by writing all ones with
+ * the function's decoding turned off, then restoring BAR and command.
+ */
+void pci_bar_size(pci_bdf_t bdf, unsigned n, struct pci_bar *bar);
+
+/* pci_bar_set: program memory BAR @n to @addr (decoding must be off). */
+void pci_bar_set(pci_bdf_t bdf, unsigned n, const struct pci_bar *bar, uint64_t addr);
 
 /* Called by pci_scan for each function found: @id = device << 16 | vendor. */
 typedef void (*pci_scan_fn)(pci_bdf_t bdf, uint32_t id, void *opaque);
