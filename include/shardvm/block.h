@@ -102,7 +102,9 @@ void block_options_clear(BlockOptions *o);
 /*
  * block_parse_drive / block_parse_blockdev: parse a -drive or -blockdev
  * argument ("key=value,..." in QEMU's spelling; -blockdev also as JSON
- * "{...}") into @out (cleared first).  Errors name the bad key or value:
+ * "{...}") into @out (overwritten, not freed: clear a reused one first;
+ * left zeroed on error).  Defaults: cache=writeback, aio=threads,
+ * null size 1 GiB.  Errors name the bad key or value:
  * unknown driver, format=qcow2 (not supported), bad cache= or aio=.
  * Returns 0 or a negative errno with *@errp set.  Pure; any thread.
  */
