@@ -144,6 +144,8 @@ typedef struct BlockStats {
     uint64_t rd_bytes, wr_bytes;
     uint64_t rd_total_ns, wr_total_ns, flush_total_ns;
     uint64_t failed_ops;
+    /* io_submit() / io_uring_submit() calls (plug/unplug batching) */
+    uint64_t submit_calls;
 } BlockStats;
 void blk_get_stats(const BlockBackend *blk, BlockStats *out);
 
