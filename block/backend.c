@@ -105,7 +105,7 @@ BlockBackend *blk_open(const BlockOptions *opts, GError **errp)
 {
     BlockBackend *blk = g_new0(BlockBackend, 1);
 
-    blk->refcnt = 1;
+    atomic_init(&blk->refcnt, 1);
     blk->fd = -1;
     blk->opts = *opts;
     blk->opts.id = g_strdup(opts->id);
@@ -134,19 +134,19 @@ BlockBackend *blk_open(const BlockOptions *opts, GError **errp)
     return blk;
 
 fail:
-    blk->refcnt = 0;
     blk_unref(blk);
     return NULL;
 }
 
 void blk_ref(BlockBackend *blk)
 {
-    blk->refcnt++;
+    atomic_fetch_add_explicit(&blk->refcnt, 1, memory_order_relaxed);
 }
 
 void blk_unref(BlockBackend *blk)
 {
-    if (!blk || (blk->refcnt && --blk->refcnt)) {
+    if (!blk || atomic_fetch_sub_explicit(&blk->refcnt, 1,
+                                          memory_order_acq_rel) != 1) {
         return;
     }
     if (blk->fd >= 0) {

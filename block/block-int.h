@@ -86,7 +86,7 @@ typedef struct BlockStatsAtomic {
 } BlockStatsAtomic;
 
 struct BlockBackend {
-    unsigned refcnt;          /* main thread */
+    atomic_uint refcnt;       /* queues take theirs in their own thread */
     BlockOptions opts;        /* immutable after open (strings owned) */
     int fd;                   /* -1 for the null drivers */
     bool is_blockdev;

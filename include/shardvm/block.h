@@ -121,8 +121,9 @@ int block_parse_blockdev(const char *arg, BlockOptions *out, GError **errp);
  */
 BlockBackend *blk_open(const BlockOptions *opts, GError **errp);
 
-/* blk_ref / blk_unref: reference counting; the last unref closes (every
- * queue must be freed by then).  Main thread. */
+/* blk_ref / blk_unref: reference counting (atomic: queues take and drop
+ * theirs in their own context's thread); the last unref closes.  The
+ * owner's last unref belongs to the main thread. */
 void blk_ref(BlockBackend *blk);
 void blk_unref(BlockBackend *blk);
 
