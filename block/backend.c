@@ -112,7 +112,7 @@ BlockBackend *blk_open(const BlockOptions *opts, GError **errp)
     blk->opts.filename = g_strdup(opts->filename);
     blk->align = 1;
     atomic_init(&blk->writeback, opts->cache_writeback);
-    g_mutex_init(&blk->rmw_lock);
+    pthread_mutex_init(&blk->rmw_lock, NULL);
 
     if (opts->driver == BLOCK_DRIVER_FILE) {
         if (!opts->filename) {
@@ -152,7 +152,7 @@ void blk_unref(BlockBackend *blk)
     if (blk->fd >= 0) {
         close(blk->fd); /* drops the OFD locks with the description */
     }
-    g_mutex_clear(&blk->rmw_lock);
+    pthread_mutex_destroy(&blk->rmw_lock);
     block_options_clear(&blk->opts);
     g_free(blk);
 }

@@ -8,12 +8,14 @@
  */
 #include "block-int.h"
 
+#include <pthread.h>
+
 typedef struct CtxEntry {
     void *state;
     unsigned refcnt;
 } CtxEntry;
 
-static GMutex registry_lock;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static GHashTable *registry[2]; /* guarded by registry_lock; per kind */
 
 void *blk_ctx_state_get(int kind, AioContext *ctx, BlockCtxCreateFunc *create,
@@ -23,7 +25,7 @@ void *blk_ctx_state_get(int kind, AioContext *ctx, BlockCtxCreateFunc *create,
     void *state = NULL;
 
     g_assert(kind >= 0 && kind < (int)G_N_ELEMENTS(registry));
-    g_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&registry_lock);
     if (!registry[kind]) {
         registry[kind] = g_hash_table_new_full(NULL, NULL, NULL, g_free);
     }
@@ -40,7 +42,7 @@ void *blk_ctx_state_get(int kind, AioContext *ctx, BlockCtxCreateFunc *create,
         e->refcnt++;
         state = e->state;
     }
-    g_mutex_unlock(&registry_lock);
+    pthread_mutex_unlock(&registry_lock);
     return state;
 }
 
@@ -50,7 +52,7 @@ void blk_ctx_state_put(int kind, AioContext *ctx,
     CtxEntry *e;
     void *state = NULL;
 
-    g_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&registry_lock);
     e = g_hash_table_lookup(registry[kind], ctx);
     g_assert(e && e->refcnt > 0);
     if (--e->refcnt == 0) {
@@ -61,7 +63,7 @@ void blk_ctx_state_put(int kind, AioContext *ctx,
             registry[kind] = NULL;
         }
     }
-    g_mutex_unlock(&registry_lock);
+    pthread_mutex_unlock(&registry_lock);
     if (state) {
         destroy(state);
     }

@@ -108,7 +108,7 @@ static int do_rmw(BlockRequest *req, int fd)
     char *b = req->bounce;
     int ret;
 
-    g_mutex_lock(&blk->rmw_lock);
+    pthread_mutex_lock(&blk->rmw_lock);
     ret = pread_full(fd, b, a, req->offset);
     if (!ret && req->len > a) {
         ret = pread_full(fd, b + req->len - a, a, req->offset + req->len - a);
@@ -122,7 +122,7 @@ static int do_rmw(BlockRequest *req, int fd)
         req->type = BLK_REQ_WRITE;
         ret = do_rw(req, fd);
     }
-    g_mutex_unlock(&blk->rmw_lock);
+    pthread_mutex_unlock(&blk->rmw_lock);
     return ret;
 }
 
