@@ -59,8 +59,8 @@ protected:
 void WriteReadCheck(AioContext *ctx, BlockQueue *q, const Image &img,
                     const std::string &what)
 {
-    const int n = 48;
-    const size_t len = 64 * 1024;
+    const int n = 32;
+    const size_t len = 16 * 1024;
     std::vector<std::vector<uint8_t>> data(n), back(n);
     std::vector<struct iovec> wiov(n), riov(n);
     Done w, r;
@@ -130,9 +130,9 @@ TEST_F(BlockIO, EveryAioAndCacheMode)
             WriteReadCheck(ctx, q, img, what);
             BlockStats st;
             blk_get_stats(blk, &st);
-            EXPECT_EQ(st.wr_ops, 48u) << what;
-            EXPECT_EQ(st.rd_ops, 48u) << what;
-            EXPECT_EQ(st.wr_bytes, 48u * 65536) << what;
+            EXPECT_EQ(st.wr_ops, 32u) << what;
+            EXPECT_EQ(st.rd_ops, 32u) << what;
+            EXPECT_EQ(st.wr_bytes, 32u * 16384) << what;
             EXPECT_EQ(st.flush_ops, 1u) << what;
             EXPECT_EQ(st.failed_ops, 0u) << what;
             blk_queue_free(q);
@@ -150,8 +150,8 @@ TEST_F(BlockIO, UnalignedUnderODirect)
         GTEST_SKIP() << "no directory whose file system supports O_DIRECT";
     }
     for (BlockAioMode aio : kAioModes) {
-        Image img(4 << 20);
-        std::vector<uint8_t> base = Pattern(4 << 20, 99);
+        Image img(1 << 20);
+        std::vector<uint8_t> base = Pattern(1 << 20, 99);
         img.Write(0, base);
         BlockOptions o = FileOptions(img.path, aio, "none");
         BlockBackend *blk = Open(o);
@@ -201,7 +201,7 @@ TEST_F(BlockIO, UnalignedUnderODirect)
                 << "aio " << aio << " read back at " << c.off;
             id++;
         }
-        EXPECT_TRUE(img.Read(0, 4 << 20) == expect)
+        EXPECT_TRUE(img.Read(0, 1 << 20) == expect)
             << "aio " << aio << ": bytes around the writes changed";
         blk_queue_free(q);
         blk_unref(blk);
@@ -297,8 +297,9 @@ TEST_F(BlockIO, DiscardAndWriteZeroesReadBackZeroes)
             if (!strcmp(cache, "none") && ImageDir().empty()) {
                 continue;
             }
-            Image img(8 << 20);
-            std::vector<uint8_t> pat = Pattern(8 << 20, 3);
+            const uint64_t K = 1024;
+            Image img(2048 * K);
+            std::vector<uint8_t> pat = Pattern(2048 * K, 3);
             img.Write(0, pat);
             BlockOptions o = FileOptions(img.path, aio, cache);
             o.discard = BLOCK_DISCARD_UNMAP;
@@ -306,24 +307,24 @@ TEST_F(BlockIO, DiscardAndWriteZeroesReadBackZeroes)
             ASSERT_NE(blk, nullptr);
             BlockQueue *q = Queue(blk);
             Done d;
-            ASSERT_EQ(blk_queue_discard(q, 1 << 20, 1 << 20, Done::Cb,
+            ASSERT_EQ(blk_queue_discard(q, 256 * K, 256 * K, Done::Cb,
                                         d.Op(0)), 0);
-            ASSERT_EQ(blk_queue_write_zeroes(q, 3 << 20, 65536, false,
+            ASSERT_EQ(blk_queue_write_zeroes(q, 768 * K, 64 * K, false,
                                              Done::Cb, d.Op(1)), 0);
-            ASSERT_EQ(blk_queue_write_zeroes(q, 4 << 20, 1 << 20, true,
+            ASSERT_EQ(blk_queue_write_zeroes(q, 1024 * K, 256 * K, true,
                                              Done::Cb, d.Op(2)), 0);
             // unaligned write-zeroes
-            ASSERT_EQ(blk_queue_write_zeroes(q, (6 << 20) + 100, 5000, false,
+            ASSERT_EQ(blk_queue_write_zeroes(q, 1536 * K + 100, 5000, false,
                                              Done::Cb, d.Op(3)), 0);
             EXPECT_EQ(d.count, 0);
             blk_queue_drain(q);
             EXPECT_EQ(d.errors, 0) << g_strerror(-d.last_err);
             std::vector<uint8_t> expect = pat;
-            memset(&expect[1 << 20], 0, 1 << 20);
-            memset(&expect[3 << 20], 0, 65536);
-            memset(&expect[4 << 20], 0, 1 << 20);
-            memset(&expect[(6 << 20) + 100], 0, 5000);
-            EXPECT_TRUE(img.Read(0, 8 << 20) == expect)
+            memset(&expect[256 * K], 0, 256 * K);
+            memset(&expect[768 * K], 0, 64 * K);
+            memset(&expect[1024 * K], 0, 256 * K);
+            memset(&expect[1536 * K + 100], 0, 5000);
+            EXPECT_TRUE(img.Read(0, 2048 * K) == expect)
                 << "aio " << aio << " cache=" << cache;
             BlockStats st;
             blk_get_stats(blk, &st);
