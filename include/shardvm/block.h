@@ -102,7 +102,9 @@ void block_options_clear(BlockOptions *o);
 /*
  * block_parse_drive / block_parse_blockdev: parse a -drive or -blockdev
  * argument ("key=value,..." in QEMU's spelling; -blockdev also as JSON
- * "{...}") into @out (cleared first).  Errors name the bad key or value:
+ * "{...}") into @out (overwritten, not freed: clear a reused one first;
+ * left zeroed on error).  Defaults: cache=writeback, aio=threads,
+ * null size 1 GiB.  Errors name the bad key or value:
  * unknown driver, format=qcow2 (not supported), bad cache= or aio=.
  * Returns 0 or a negative errno with *@errp set.  Pure; any thread.
  */
@@ -119,8 +121,9 @@ int block_parse_blockdev(const char *arg, BlockOptions *out, GError **errp);
  */
 BlockBackend *blk_open(const BlockOptions *opts, GError **errp);
 
-/* blk_ref / blk_unref: reference counting; the last unref closes (every
- * queue must be freed by then).  Main thread. */
+/* blk_ref / blk_unref: reference counting (atomic: queues take and drop
+ * theirs in their own context's thread); the last unref closes.  The
+ * owner's last unref belongs to the main thread. */
 void blk_ref(BlockBackend *blk);
 void blk_unref(BlockBackend *blk);
 
@@ -142,6 +145,8 @@ typedef struct BlockStats {
     uint64_t rd_bytes, wr_bytes;
     uint64_t rd_total_ns, wr_total_ns, flush_total_ns;
     uint64_t failed_ops;
+    /* io_submit() / io_uring_submit() calls (plug/unplug batching) */
+    uint64_t submit_calls;
 } BlockStats;
 void blk_get_stats(const BlockBackend *blk, BlockStats *out);
 
