@@ -4,11 +4,13 @@
 #include "shardvm/machine.h"
 #include "shardvm/chardev.h"
 #include "shardvm/debug-exit.h"
+#include "shardvm/device.h"
 #include "shardvm/error.h"
 #include "shardvm/iothread.h"
 #include "shardvm/main-loop.h"
 #include "shardvm/memory.h"
 #include "shardvm/multiboot.h"
+#include "shardvm/pci.h"
 #include "shardvm/serial.h"
 #include "shardvm/vcpu.h"
 #include "shardvm/vm.h"
@@ -26,6 +28,8 @@ struct Machine {
     IORegion *serial_region;
     DebugExit *debug_exit;   /* NULL without -device isa-debug-exit */
     GPtrArray *iothreads;    /* IOThread *, in command-line order */
+    PCIBus *pci;             /* bus 0, always there (host bridge 00.0) */
+    GArray *devices;         /* MachineDevice, in command-line order */
 
     /* Written by vCPU threads (first writer wins), read at exit. */
     atomic_int exit_status;  /* isa-debug-exit status, -1: none */
@@ -113,6 +117,96 @@ static int machine_add_serial(Machine *m, const ShardvmOptions *o,
                                          SERIAL_COM1_BASE, SERIAL_NR_REGS,
                                          &machine_serial_ops, m, 0, errp);
     return m->serial_region ? 0 : -EEXIST;
+}
+
+/* ---- PCI and -device ------------------------------------------------ */
+
+/* A device built by its type's constructor. */
+typedef struct MachineDevice {
+    const DeviceType *type;
+    void *dev;
+} MachineDevice;
+
+static IOThread *machine_find_iothread(void *opaque, const char *id)
+{
+    Machine *m = opaque;
+    for (guint i = 0; i < m->iothreads->len; i++) {
+        IOThread *iot = g_ptr_array_index(m->iothreads, i);
+        if (!strcmp(iothread_get_id(iot), id)) {
+            return iot;
+        }
+    }
+    return NULL;
+}
+
+/* Drives come with -drive/-blockdev (the block layer); none yet. */
+static BlockBackend *machine_find_drive(void *opaque, const char *id)
+{
+    return NULL;
+}
+
+/*
+ * Bus 0 with BAR windows around the VM's RAM (include/shardvm/pci.h),
+ * then every -device in command-line order.
+ */
+static int machine_add_pci(Machine *m, const ShardvmOptions *o,
+                           GError **errp)
+{
+    uint64_t ram = vm_get_ram_size(m->vm);
+    PCIBusConfig cfg = {
+        .mmio = vm_get_mmio_space(m->vm),
+        .pio = vm_get_pio_space(m->vm),
+        .ram_below_4g = MIN(ram, VM_LOWMEM_MAX),
+        .ram_above_4g = ram - MIN(ram, VM_LOWMEM_MAX),
+        .vm_ops = &pci_vm_ops_kvm,
+        .vm_opaque = m->vm,
+    };
+    m->pci = pci_bus_new(&cfg, errp);
+    if (!m->pci) {
+        return -EINVAL;
+    }
+    DeviceHost host = {
+        .vm = m->vm,
+        .pci = m->pci,
+        .find_iothread = machine_find_iothread,
+        .find_drive = machine_find_drive,
+        .opaque = m,
+    };
+    for (guint i = 0; i < o->devices->len; i++) {
+        DeviceOption *d = g_ptr_array_index(o->devices, i);
+        const DeviceType *t = device_type_find(d->driver);
+        if (!t || !t->create) {
+            return shardvm_error_set(errp, -ENOTSUP, "-device: '%s' is not "
+                                     "built into this shardvm", d->driver);
+        }
+        /* The constructor takes out what it uses: work on a copy. */
+        GHashTable *props = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                                  g_free, g_free);
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, d->props);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+            g_hash_table_insert(props, g_strdup(k), g_strdup(v));
+        }
+        MachineDevice md = { t, t->create(&host, props, errp) };
+        int r = 0;
+        if (md.dev) {
+            g_array_append_val(m->devices, md);
+            g_hash_table_iter_init(&it, props);
+            if (g_hash_table_iter_next(&it, &k, NULL)) {
+                r = shardvm_error_set(errp, -EINVAL, "-device %s: unknown "
+                                      "property '%s'", d->driver,
+                                      (char *)k);
+            }
+        } else {
+            r = -EINVAL;
+        }
+        g_hash_table_unref(props);
+        if (r < 0) {
+            return r;
+        }
+    }
+    return 0;
 }
 
 /* ---- stop requests ----------------------------------------------------- */
@@ -210,6 +304,7 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
     atomic_init(&m->exit_status, -1);
     atomic_init(&m->stop_reason, 0);
     m->iothreads = g_ptr_array_new();
+    m->devices = g_array_new(FALSE, FALSE, sizeof(MachineDevice));
 
     if (!o->kernel) {
         shardvm_error_set(errp, -EINVAL, "no -kernel given: shardvm boots a "
@@ -251,6 +346,10 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
             goto fail;
         }
         g_ptr_array_add(m->iothreads, iot);
+    }
+    /* After the IOThreads: devices look them up by id. */
+    if (machine_add_pci(m, o, errp) < 0) {
+        goto fail;
     }
     if (machine_load_kernel(m, o, errp) < 0) {
         goto fail;
@@ -308,6 +407,13 @@ void machine_free(Machine *m)
     if (m->vm) {
         vm_stop(m->vm);
     }
+    /* Devices before the IOThreads their queues run in, bus after them. */
+    for (guint i = m->devices->len; i > 0; i--) {
+        MachineDevice *md = &g_array_index(m->devices, MachineDevice, i - 1);
+        md->type->destroy(md->dev);
+    }
+    g_array_free(m->devices, TRUE);
+    pci_bus_free(m->pci);
     for (guint i = m->iothreads->len; i > 0; i--) {
         iothread_free(g_ptr_array_index(m->iothreads, i - 1));
     }

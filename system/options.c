@@ -7,6 +7,7 @@
  * the table and report any key left over, so a typo is always an error.
  */
 #include "shardvm/options.h"
+#include "shardvm/device.h"
 #include "shardvm/error.h"
 
 #include <errno.h>
@@ -394,23 +395,27 @@ static int device_debug_exit(ShardvmOptions *o, const char *opt,
     return r;
 }
 
+/* -device DRIVER,key=value... or -device '{"driver":...}' (JSON, as QEMU
+ * accepts it): isa-debug-exit is configured here; every other driver is
+ * kept as a generic property list for its constructor (device.h). */
 static int opt_device(ShardvmOptions *o, const char *opt, const char *arg,
                       GError **errp)
 {
-    GHashTable *kv = options_parse_keyval(opt, arg, "driver", errp);
-    if (!kv) {
+    DeviceOption *d = device_option_parse(arg, errp);
+    if (!d) {
         return -EINVAL;
     }
-    char *driver = kv_take(kv, "driver");
-    int r;
-    if (driver && !strcmp(driver, "isa-debug-exit")) {
-        r = device_debug_exit(o, opt, kv, errp);
+    int r = 0;
+    if (!strcmp(d->driver, "isa-debug-exit")) {
+        r = device_debug_exit(o, opt, d->props, errp);
+        device_option_free(d);
+    } else if (!device_type_find(d->driver)) {
+        r = invalid(errp, opt, "unsupported device '%s' (isa-debug-exit, "
+                    "virtio-blk-pci)", d->driver);
+        device_option_free(d);
     } else {
-        r = invalid(errp, opt, "unsupported device '%s' (isa-debug-exit)",
-                    driver ? driver : arg);
+        g_ptr_array_add(o->devices, d);
     }
-    g_free(driver);
-    g_hash_table_unref(kv);
     return r;
 }
 
@@ -546,6 +551,10 @@ static const OptionDesc options[] = {
       "KVM CPUID" },
     { "device", true, opt_device,
       "-device isa-debug-exit,iobase=0xf4,iosize=0x04" },
+    /* The same option's second line: the PCI devices (device.h). */
+    { "device", true, opt_device,
+      "-device virtio-blk-pci,drive=ID[,iothread=ID,num-queues=N,...] "
+      "or -device '{\"driver\":\"virtio-blk-pci\",...}'" },
     { "object", true, opt_object,
       "-object iothread,id=ID[,poll-max-ns=N,poll-grow=N,poll-shrink=N,"
       "aio-max-batch=N,thread-pool-min=N,thread-pool-max=N]" },
@@ -583,6 +592,8 @@ int options_parse(int argc, char **argv, ShardvmOptions *o, GError **errp)
     o->serial = CHARDEV_STDIO;
     o->cpu_model = g_strdup("host");
     o->iothreads = g_array_new(FALSE, TRUE, sizeof(IOThreadOption));
+    o->devices = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)device_option_free);
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -631,6 +642,9 @@ void options_clear(ShardvmOptions *o)
             g_free(g_array_index(o->iothreads, IOThreadOption, i).id);
         }
         g_array_free(o->iothreads, TRUE);
+    }
+    if (o->devices) {
+        g_ptr_array_unref(o->devices);
     }
     memset(o, 0, sizeof(*o));
 }

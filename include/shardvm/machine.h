@@ -1,7 +1,8 @@
 /*
  * Machine: the PC that build/shardvm assembles from its command line: a
  * KVM VM with RAM and vCPUs, the COM1 UART, the optional isa-debug-exit,
- * the IOThreads of -object iothread, and a multiboot kernel loaded with
+ * the IOThreads of -object iothread, PCI bus 0 (host bridge at 00.0, always)
+ * with the -device PCI devices, and a multiboot kernel loaded with
  * every vCPU at its entry point (COMMON.md's SMP start protocol).
  *
  * Order (QEMU's): machine_new() builds VM, memory, devices, IOThreads and

@@ -48,6 +48,8 @@ typedef struct ShardvmOptions {
     uint16_t debug_exit_iobase;
     uint16_t debug_exit_iosize;
     GArray *iothreads;   /* IOThreadOption, in command-line order */
+    GPtrArray *devices;  /* DeviceOption * (device.h): -device other than
+                          * isa-debug-exit, in command-line order */
     bool help;           /* -h / -help: print usage, exit 0 */
     bool version;        /* -version: print version, exit 0 */
 } ShardvmOptions;

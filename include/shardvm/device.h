@@ -1,0 +1,94 @@
+/*
+ * -device: a device given on the command line, as a driver name plus a
+ * generic property list, and the registry that maps a driver name to its
+ * constructor.
+ *
+ * Both QEMU spellings parse into the same DeviceOption:
+ *   -device virtio-blk-pci,drive=d0,num-queues=4
+ *   -device '{"driver":"virtio-blk-pci","drive":"d0","num-queues":4,
+ *             "iothread-vq-mapping":[{"iothread":"io0"}]}'
+ * Property values are strings: JSON strings as they are, numbers in
+ * decimal, booleans "on"/"off", arrays and objects as their JSON text
+ * (a constructor parses e.g. iothread-vq-mapping again).
+ *
+ * A constructor takes the properties it knows OUT of the table; the
+ * machine reports any key left over as an unknown property.
+ */
+#ifndef SHARDVM_DEVICE_H
+#define SHARDVM_DEVICE_H
+
+#include <glib.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct PCIBus PCIBus;
+typedef struct VM VM;
+typedef struct IOThread IOThread;
+typedef struct BlockBackend BlockBackend;
+
+/* One -device.  Owned by ShardvmOptions. */
+typedef struct DeviceOption {
+    char *driver;
+    /* char * -> char *, g_free for both (g_hash_table_new_full). */
+    GHashTable *props;
+} DeviceOption;
+
+/*
+ * device_option_parse: parse a -device argument (JSON if it starts with
+ * '{', else QEMU's key=value list with the driver first).  Returns the
+ * option (device_option_free()) or NULL with "-device: ..." in @errp.
+ * Pure; any thread.
+ */
+DeviceOption *device_option_parse(const char *arg, GError **errp);
+void device_option_free(DeviceOption *d);
+
+/*
+ * DeviceHost: what the machine offers a constructor.  Lookups return
+ * NULL when there is no such object (objects are owned by the machine and
+ * outlive every device).
+ */
+typedef struct DeviceHost {
+    VM *vm;                  /* NULL in tests */
+    PCIBus *pci;             /* bus 0 */
+    IOThread *(*find_iothread)(void *opaque, const char *id);
+    BlockBackend *(*find_drive)(void *opaque, const char *id);
+    void *opaque;
+} DeviceHost;
+
+/*
+ * A device type: @create builds and plugs the device from @props (taking
+ * out the keys it used) and returns it, or NULL with @errp set;
+ * @destroy unplugs and frees it (vCPUs stopped).  Both on the main
+ * thread with the BQL held.  @create NULL: the type is known but not
+ * built into this tree.
+ */
+typedef void *DeviceCreateFunc(const DeviceHost *host, GHashTable *props,
+                               GError **errp);
+typedef void DeviceDestroyFunc(void *dev);
+
+typedef struct DeviceType {
+    const char *name;
+    const char *help;        /* one line for -device help */
+    DeviceCreateFunc *create;
+    DeviceDestroyFunc *destroy;
+} DeviceType;
+
+/* device_type_find: the registered type called @name, or NULL.  The table
+ * is static (system/device-types.c: one line per device type). */
+const DeviceType *device_type_find(const char *name);
+
+/*
+ * device_props_take_pci_slot: take "addr" (QEMU's SLOT[.FUNCTION] in hex,
+ * e.g. "5", "0x5" or "05.0"; function 0 only) out of @props.  *@slot is
+ * -1 when absent (first free slot).  Returns 0 or -EINVAL with @errp set.
+ */
+int device_props_take_pci_slot(GHashTable *props, int *slot, GError **errp);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
