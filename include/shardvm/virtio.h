@@ -212,6 +212,7 @@ struct VirtIODevice {
     uint64_t guest_features;      /* [lock]; fixed once FEATURES_OK */
     uint32_t config_generation;   /* [lock] */
     bool broken;                  /* atomic: NEEDS_RESET was raised */
+    int64_t error_log_ns;         /* atomic: when virtio_error last logged */
 
     unsigned num_queues;          /* immutable */
     VirtQueue **vqs;              /* immutable array */
@@ -317,6 +318,13 @@ void virtqueue_detach_element(VirtQueue *vq, VirtQueueElement *elem);
  * guest may not kick for them).  Queue's context.
  */
 bool virtqueue_set_notification(VirtQueue *vq, bool enable);
+
+/* virtqueue_get_notification: false while notifications are suppressed
+ * (busy polling, or a handler's own pass).  A handler that suppresses
+ * notifications during its pass does so only when this is true (QEMU's
+ * rule), so it never re-enables them under a busy-polling context.
+ * Queue's context. */
+bool virtqueue_get_notification(const VirtQueue *vq);
 
 /* virtqueue_empty: no new avail entries (also true when broken).  Queue's
  * context. */
