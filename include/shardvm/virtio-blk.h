@@ -108,9 +108,10 @@ void virtio_blk_config_clear(VirtIOBlockConfig *cfg);
  * from @props (char * -> char *, as -device gave them; booleans
  * on/off/true/false/yes/no).  "iothread-vq-mapping" holds the JSON text of
  * the list, e.g. [{"iothread":"io0","vqs":[0,2]},{"iothread":"io1"}].
- * Recognised keys are REMOVED from @props, so what remains (addr, bus,
- * ...) is the caller's.  Checks each value and their combination (queue
- * size a power of 2 in 2..1024, block sizes, mapping covers every queue
+ * Recognised keys are REMOVED from @props (which must own keys and values
+ * with g_free: g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+ * g_free)), so what remains (addr, bus, ...) is the caller's.  Checks each value and their combination (queue
+ * size a power of 2 in 4..1024, block sizes, mapping covers every queue
  * once, not both iothread and iothread-vq-mapping).  Returns 0 or a
  * negative errno with *@errp naming the property.  Pure; any thread.
  */
