@@ -136,7 +136,9 @@ static bool vq_avail_pending(VirtQueue *vq, const VRings *r)
     if (vq->shadow_avail != vq->last_avail) {
         return true;
     }
-    idx = ld16(&r->avail[1], __ATOMIC_ACQUIRE);
+    /* Acquire (entries after the idx) and seq_cst (see
+     * virtqueue_set_notification()). */
+    idx = ld16(&r->avail[1], __ATOMIC_SEQ_CST);
     if ((uint16_t)(idx - vq->last_avail) > r->n) {
         virtio_error(vq->vdev, "queue %u: avail idx %u is more than %u ahead of %u",
                      vq->index, idx, r->n, vq->last_avail);
@@ -389,7 +391,7 @@ void virtqueue_detach_element(VirtQueue *vq, VirtQueueElement *elem)
 static bool vq_should_notify(VirtQueue *vq, const VRings *r, uint16_t new_idx)
 {
     if (virtio_has_feature(vq->vdev, VIRTIO_F_EVENT_IDX)) {
-        uint16_t event = ld16(&r->avail[2 + r->n], __ATOMIC_RELAXED);
+        uint16_t event = ld16(&r->avail[2 + r->n], __ATOMIC_SEQ_CST);
         uint16_t old = vq->signalled_used;
         bool valid = vq->signalled_valid;
 
@@ -397,7 +399,7 @@ static bool vq_should_notify(VirtQueue *vq, const VRings *r, uint16_t new_idx)
         vq->signalled_valid = true;
         return !valid || vring_need_event(event, new_idx, old);
     }
-    return !(ld16(&r->avail[0], __ATOMIC_RELAXED) & VRING_AVAIL_F_NO_INTERRUPT);
+    return !(ld16(&r->avail[0], __ATOMIC_SEQ_CST) & VRING_AVAIL_F_NO_INTERRUPT);
 }
 
 void virtqueue_flush(VirtQueue *vq)
@@ -413,13 +415,13 @@ void virtqueue_flush(VirtQueue *vq)
     vq->pending_used = 0;
     rcu_read_lock();
     if (vq_map(vq, &r)) {
-        /* Entries before the index (pairs with the driver's read barrier
-         * after it reads used->idx). */
-        st16(used_idx_word(&r), vq->used_idx, __ATOMIC_RELEASE);
-        /* The index before the driver's flags / used_event: pairs with
-         * the driver's barrier between writing used_event and re-reading
-         * used->idx. */
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        /* Entries before the index (release: pairs with the driver's read
+         * barrier after it reads used->idx).  seq_cst, as is the read of
+         * flags / used_event after it: the index is visible before we look
+         * (pairs with the driver's barrier between writing used_event and
+         * re-reading used->idx).  A seq_cst store and load instead of a
+         * fence, which ThreadSanitizer does not model. */
+        st16(used_idx_word(&r), vq->used_idx, __ATOMIC_SEQ_CST);
         notify = vq_should_notify(vq, &r, vq->used_idx);
     }
     rcu_read_unlock();
@@ -442,19 +444,19 @@ bool virtqueue_set_notification(VirtQueue *vq, bool enable)
         /* Disabled: avail_event stays behind (pop stops moving it). */
         if (enable) {
             st16(avail_event_word(&r), ld16(&r.avail[1], __ATOMIC_RELAXED),
-                 __ATOMIC_RELAXED);
+                 __ATOMIC_SEQ_CST);
         }
     } else {
         uint16_t f = ld16(used_flags(&r), __ATOMIC_RELAXED);
 
         f = enable ? (f & ~VRING_USED_F_NO_NOTIFY) : (f | VRING_USED_F_NO_NOTIFY);
-        st16(used_flags(&r), f, __ATOMIC_RELAXED);
+        st16(used_flags(&r), f, __ATOMIC_SEQ_CST);
     }
     if (enable) {
-        /* Flag/avail_event before re-reading avail->idx: pairs with the
+        /* Flag/avail_event (seq_cst store above) before re-reading
+         * avail->idx (seq_cst load in vq_avail_pending): pairs with the
          * driver's barrier between publishing avail->idx and reading the
          * flag.  Entries published before it are not kicked for: report. */
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
         vq->shadow_avail = vq->last_avail;
         pending = vq_avail_pending(vq, &r);
     }

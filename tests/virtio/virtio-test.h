@@ -63,11 +63,11 @@ struct Guest {
 
 inline uint16_t Load16(const void *p)
 {
-    return __atomic_load_n(static_cast<const uint16_t *>(p), __ATOMIC_ACQUIRE);
+    return __atomic_load_n(static_cast<const uint16_t *>(p), __ATOMIC_SEQ_CST);
 }
 inline void Store16(void *p, uint16_t v)
 {
-    __atomic_store_n(static_cast<uint16_t *>(p), v, __ATOMIC_RELEASE);
+    __atomic_store_n(static_cast<uint16_t *>(p), v, __ATOMIC_SEQ_CST);
 }
 
 // One split queue as the driver sees it.  Rings of queue q live in RAM0 at
@@ -106,7 +106,8 @@ struct Ring {
     {
         Avail()[2 + avail_idx % n] = head;
         avail_idx++;
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        // seq_cst store, then seq_cst loads of the device's flag / event
+        // (the driver's full barrier, without a fence TSan cannot model).
         Store16(&Avail()[1], avail_idx);
     }
     // Move avail->idx without writing entries (malformed tests).
