@@ -52,9 +52,20 @@ typedef struct GuestMemoryRange {
 } GuestMemoryRange;
 
 /* guest_memory_new: a map of @nr ranges (copied).  Ranges must not
- * overlap.  Main thread. */
+ * overlap, be empty or wrap past 2^64; NULL if they do.  Main thread. */
 GuestMemory *guest_memory_new(const GuestMemoryRange *ranges, unsigned nr);
+/* guest_memory_free: free the map (after a grace period for its table).
+ * No device may use it any more.  Main thread. */
 void guest_memory_free(GuestMemory *gm);
+
+/*
+ * guest_memory_update: publish a new table of @nr ranges (copied; same
+ * rules as guest_memory_new) through RCU; the old table is freed after a
+ * grace period.  Returns 0 or -EINVAL (table unchanged).  Main thread
+ * (callers serialise updates).
+ */
+int guest_memory_update(GuestMemory *gm, const GuestMemoryRange *ranges,
+                        unsigned nr);
 
 /*
  * guest_memory_translate: host pointer for [@gpa, @gpa + @len) if that
@@ -78,6 +89,45 @@ void *guest_memory_translate(GuestMemory *gm, uint64_t gpa, uint64_t len);
 #define VIRTIO_STATUS_NEEDS_RESET  64
 #define VIRTIO_STATUS_FAILED       128
 
+/* MSI-X "no vector" (queue and config vector registers). */
+#define VIRTIO_NO_VECTOR           0xffff
+
+/* Split ring layout (virtio 1.x, 2.7), little-endian in guest memory. */
+#define VRING_DESC_F_NEXT          1
+#define VRING_DESC_F_WRITE         2
+#define VRING_DESC_F_INDIRECT      4
+#define VRING_USED_F_NO_NOTIFY     1
+#define VRING_AVAIL_F_NO_INTERRUPT 1
+
+typedef struct VRingDesc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+} VRingDesc;
+
+typedef struct VRingUsedElem {
+    uint32_t id;
+    uint32_t len;
+} VRingUsedElem;
+
+/* Ring sizes in bytes for a queue of @n entries (with the EVENT_IDX
+ * trailer word). */
+#define VRING_DESC_BYTES(n)  ((uint64_t)(n) * 16)
+#define VRING_AVAIL_BYTES(n) (6 + (uint64_t)(n) * 2)
+#define VRING_USED_BYTES(n)  (6 + (uint64_t)(n) * 8)
+
+/*
+ * vring_need_event: with EVENT_IDX, must the other side be notified after
+ * moving its index from @old to @new_idx when it asked for an event at
+ * @event_idx?  (The spec's formula; the only copy in shardvm.)
+ */
+static inline bool vring_need_event(uint16_t event_idx, uint16_t new_idx,
+                                    uint16_t old)
+{
+    return (uint16_t)(new_idx - event_idx - 1) < (uint16_t)(new_idx - old);
+}
+
 /* ------------------------------------------------------------------ */
 /* Split virtqueues                                                     */
 
@@ -97,6 +147,7 @@ typedef struct VirtQueueElement {
     uint64_t out_len, in_len;   /* total bytes of each direction */
     struct iovec *out_iov;  /* points into iov[] */
     struct iovec *in_iov;
+    unsigned capacity;      /* private to hw/virtio: iov[] entries */
     struct iovec iov[];     /* out_num + in_num entries */
 } VirtQueueElement;
 
@@ -154,11 +205,14 @@ struct VirtIODevice {
     void *transport;
 
     GMutex lock;
-    uint8_t status;               /* [lock] */
+    /* [lock] for writers; virtio_error() also ORs in NEEDS_RESET from any
+     * thread, so read it with virtio_get_status() (atomic). */
+    uint8_t status;
     uint64_t host_features;       /* immutable after init */
     uint64_t guest_features;      /* [lock]; fixed once FEATURES_OK */
     uint32_t config_generation;   /* [lock] */
     bool broken;                  /* atomic: NEEDS_RESET was raised */
+    int64_t error_log_ns;         /* atomic: when virtio_error last logged */
 
     unsigned num_queues;          /* immutable */
     VirtQueue **vqs;              /* immutable array */
@@ -183,6 +237,9 @@ void virtio_device_cleanup(VirtIODevice *vdev);
  * is ignored once FEATURES_OK is set.
  */
 void virtio_set_status(VirtIODevice *vdev, uint8_t status);
+/* virtio_get_status: the device status register (atomic load; includes
+ * NEEDS_RESET raised by virtio_error()).  Any thread. */
+uint8_t virtio_get_status(VirtIODevice *vdev);
 void virtio_set_guest_features(VirtIODevice *vdev, uint64_t features);
 void virtio_reset(VirtIODevice *vdev);
 static inline bool virtio_has_feature(const VirtIODevice *vdev, unsigned bit)
@@ -245,6 +302,37 @@ VirtQueueElement *virtqueue_pop(VirtQueue *vq);
  */
 void virtqueue_push(VirtQueue *vq, VirtQueueElement *elem, uint32_t len);
 void virtqueue_flush(VirtQueue *vq);
+
+/*
+ * virtqueue_detach_element: give @elem back without using it (no used
+ * ring entry; for a queue that is broken or being reset).  Queue's
+ * context.
+ */
+void virtqueue_detach_element(VirtQueue *vq, VirtQueueElement *elem);
+
+/*
+ * virtqueue_set_notification: ask the guest to kick (@enable) or not
+ * (VRING_USED_F_NO_NOTIFY, or with EVENT_IDX the avail_event word).  On
+ * enable a full barrier follows and the avail index is read again: returns
+ * true if entries arrived meanwhile (the caller must process them, the
+ * guest may not kick for them).  Queue's context.
+ */
+bool virtqueue_set_notification(VirtQueue *vq, bool enable);
+
+/* virtqueue_get_notification: false while notifications are suppressed
+ * (busy polling, or a handler's own pass).  A handler that suppresses
+ * notifications during its pass does so only when this is true (QEMU's
+ * rule), so it never re-enables them under a busy-polling context.
+ * Queue's context. */
+bool virtqueue_get_notification(const VirtQueue *vq);
+
+/* virtqueue_empty: no new avail entries (also true when broken).  Queue's
+ * context. */
+bool virtqueue_empty(VirtQueue *vq);
+
+/* virtqueue_in_flight: popped and not yet pushed/detached.  Queue's
+ * context. */
+unsigned virtqueue_in_flight(const VirtQueue *vq);
 
 #ifdef __cplusplus
 }

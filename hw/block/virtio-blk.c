@@ -1,0 +1,586 @@
+/*
+ * virtio-blk: requests popped from each virtqueue are submitted to that
+ * queue's BlockQueue in the queue's AioContext, a whole pass between one
+ * plug/unplug; completions push to the used ring and one flush BH per
+ * queue publishes a batch of them with a single virtqueue_flush().
+ */
+#include "shardvm/virtio-blk.h"
+#include "shardvm/error.h"
+
+#include <assert.h>
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Limits the device advertises. */
+#define VBLK_SIZE_MAX             (1u << 20)
+#define VBLK_MAX_DISCARD_SECTORS  (1u << 21)   /* 1 GiB per request */
+#define VBLK_MAX_WZ_SECTORS       (1u << 21)
+
+typedef struct VirtIOBlockQueue VirtIOBlockQueue;
+
+typedef struct VirtIOBlockReq {
+    VirtIOBlockQueue *q;
+    VirtQueueElement *elem;
+    uint8_t *status;       /* last writable byte (guest RAM, valid in flight) */
+    bool pooled;
+} VirtIOBlockReq;
+
+struct VirtIOBlockQueue {
+    VirtIOBlock *s;          /* immutable */
+    VirtQueue *vq;           /* immutable */
+    AioContext *ctx;         /* immutable */
+    /* [ctx] while started; set/cleared by start/stop through run_sync */
+    BlockQueue *bq;
+    AioBH *flush_bh;
+    bool started;
+    bool stopping;
+    VirtIOBlockReq *reqs;    /* queue-size preallocated requests */
+    GPtrArray *free_reqs;    /* [ctx] */
+};
+
+struct VirtIOBlock {
+    VirtIODevice vdev;       /* first member */
+    VirtIOBlockConfig cfg;   /* immutable copy of what matters */
+    char serial[VIRTIO_BLK_ID_BYTES];
+    BlockBackend *blk;
+    uint64_t capacity_bytes; /* immutable: image size rounded to 512 */
+    VirtIOBlockQueue *queues;
+};
+
+static inline VirtIOBlock *vblk_of(VirtIODevice *vdev)
+{
+    return (VirtIOBlock *)vdev;
+}
+
+static inline void vblk_assert_home(const VirtIOBlockQueue *q)
+{
+#ifndef NDEBUG
+    assert(aio_context_in_home_thread(q->ctx));
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* iovec helpers */
+
+static size_t iov_copy_out(const struct iovec *iov, unsigned n, void *buf,
+                           size_t len)
+{
+    size_t done = 0;
+
+    for (unsigned i = 0; i < n && done < len; i++) {
+        size_t c = MIN(iov[i].iov_len, len - done);
+
+        memcpy((uint8_t *)buf + done, iov[i].iov_base, c);
+        done += c;
+    }
+    return done;
+}
+
+static size_t iov_copy_in(const struct iovec *iov, unsigned n, const void *buf,
+                          size_t len)
+{
+    size_t done = 0;
+
+    for (unsigned i = 0; i < n && done < len; i++) {
+        size_t c = MIN(iov[i].iov_len, len - done);
+
+        memcpy(iov[i].iov_base, (const uint8_t *)buf + done, c);
+        done += c;
+    }
+    return done;
+}
+
+/* Drop @len bytes from the front of *@iov (array of *@n, edited in place). */
+static void iov_drop_front(struct iovec **iov, unsigned *n, size_t len)
+{
+    while (*n && len >= (*iov)->iov_len) {
+        len -= (*iov)->iov_len;
+        (*iov)++;
+        (*n)--;
+    }
+    if (*n && len) {
+        (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + len;
+        (*iov)->iov_len -= len;
+    }
+}
+
+static uint64_t iov_bytes(const struct iovec *iov, unsigned n)
+{
+    uint64_t t = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        t += iov[i].iov_len;
+    }
+    return t;
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests */
+
+static VirtIOBlockReq *req_get(VirtIOBlockQueue *q)
+{
+    VirtIOBlockReq *r;
+
+    if (q->free_reqs->len) {
+        return g_ptr_array_steal_index_fast(q->free_reqs, q->free_reqs->len - 1);
+    }
+    /* More heads in flight than the queue size: a guest that reuses heads.
+     * Serve it, but from the heap. */
+    r = g_new0(VirtIOBlockReq, 1);
+    r->q = q;
+    return r;
+}
+
+static void req_put(VirtIOBlockReq *r)
+{
+    if (r->pooled) {
+        g_ptr_array_add(r->q->free_reqs, r);
+    } else {
+        g_free(r);
+    }
+}
+
+/* Write the status byte, return the chain to the guest; the flush BH
+ * publishes the batch. */
+static void req_complete(VirtIOBlockReq *r, uint8_t status)
+{
+    VirtIOBlockQueue *q = r->q;
+
+    vblk_assert_home(q);
+    *r->status = status;
+    virtqueue_push(q->vq, r->elem, r->elem->in_len);
+    req_put(r);
+    aio_bh_schedule(q->flush_bh);
+}
+
+static void req_done(void *opaque, int ret)
+{
+    req_complete(opaque, ret == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR);
+}
+
+static void vblk_flush_bh(void *opaque)
+{
+    VirtIOBlockQueue *q = opaque;
+
+    virtqueue_flush(q->vq);
+}
+
+/* [sector, sector + bytes/512) inside the image, aligned to the logical
+ * block size, no 64-bit overflow. */
+static bool vblk_range_ok(const VirtIOBlock *s, uint64_t sector, uint64_t bytes)
+{
+    uint32_t lbs = s->cfg.logical_block_size;
+    uint64_t off;
+
+    if (bytes % lbs || sector % (lbs / 512) || sector > UINT64_MAX / 512) {
+        return false;
+    }
+    off = sector * 512;
+    return off <= s->capacity_bytes && bytes <= s->capacity_bytes - off;
+}
+
+/* DISCARD and WRITE_ZEROES: one segment {le64 sector, le32 num, le32 flags}. */
+static int vblk_discard_wz(VirtIOBlockReq *r, uint32_t type,
+                           const struct iovec *out, unsigned out_num)
+{
+    VirtIOBlock *s = r->q->s;
+    bool wz = type == VIRTIO_BLK_T_WRITE_ZEROES;
+    struct {
+        uint64_t sector;
+        uint32_t num_sectors;
+        uint32_t flags;
+    } seg;
+    uint64_t sector;
+    uint32_t num, flags;
+
+    if (!virtio_has_feature(&s->vdev, wz ? VIRTIO_BLK_F_WRITE_ZEROES
+                                         : VIRTIO_BLK_F_DISCARD)) {
+        return VIRTIO_BLK_S_UNSUPP;
+    }
+    if (iov_bytes(out, out_num) != sizeof(seg)) {
+        return VIRTIO_BLK_S_UNSUPP; /* max_*_seg is 1 */
+    }
+    iov_copy_out(out, out_num, &seg, sizeof(seg));
+    sector = le64toh(seg.sector);
+    num = le32toh(seg.num_sectors);
+    flags = le32toh(seg.flags);
+    if (flags & ~(wz ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0u)) {
+        return VIRTIO_BLK_S_UNSUPP;
+    }
+    if (blk_is_read_only(s->blk) ||
+        num > (wz ? VBLK_MAX_WZ_SECTORS : VBLK_MAX_DISCARD_SECTORS) ||
+        !vblk_range_ok(s, sector, (uint64_t)num * 512)) {
+        return VIRTIO_BLK_S_IOERR;
+    }
+    int ret = wz ? blk_queue_write_zeroes(r->q->bq, sector * 512, (uint64_t)num * 512,
+                                          flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+                                          req_done, r)
+                 : blk_queue_discard(r->q->bq, sector * 512, (uint64_t)num * 512,
+                                     req_done, r);
+    return ret < 0 ? VIRTIO_BLK_S_IOERR : -EINPROGRESS;
+}
+
+/*
+ * Dispatch one request.  Returns a status to complete with now, or
+ * -EINPROGRESS when the block layer will call req_done().
+ */
+static int vblk_submit(VirtIOBlockReq *r, uint32_t type, uint64_t sector,
+                       struct iovec *out, unsigned out_num,
+                       struct iovec *in, unsigned in_num)
+{
+    VirtIOBlockQueue *q = r->q;
+    VirtIOBlock *s = q->s;
+    uint64_t len;
+    int ret;
+
+    switch (type) {
+    case VIRTIO_BLK_T_IN:
+        len = iov_bytes(in, in_num);
+        if (!vblk_range_ok(s, sector, len)) {
+            return VIRTIO_BLK_S_IOERR;
+        }
+        if (len == 0) {
+            return VIRTIO_BLK_S_OK;
+        }
+        ret = blk_queue_preadv(q->bq, sector * 512, in, in_num, req_done, r);
+        break;
+    case VIRTIO_BLK_T_OUT:
+        len = iov_bytes(out, out_num);
+        if (blk_is_read_only(s->blk) || !vblk_range_ok(s, sector, len)) {
+            return VIRTIO_BLK_S_IOERR;
+        }
+        if (len == 0) {
+            return VIRTIO_BLK_S_OK;
+        }
+        ret = blk_queue_pwritev(q->bq, sector * 512, out, out_num, req_done, r);
+        break;
+    case VIRTIO_BLK_T_FLUSH:
+        ret = blk_queue_flush(q->bq, req_done, r);
+        break;
+    case VIRTIO_BLK_T_GET_ID:
+        iov_copy_in(in, in_num, s->serial, MIN(iov_bytes(in, in_num),
+                                               (uint64_t)VIRTIO_BLK_ID_BYTES));
+        return VIRTIO_BLK_S_OK;
+    case VIRTIO_BLK_T_DISCARD:
+    case VIRTIO_BLK_T_WRITE_ZEROES:
+        return vblk_discard_wz(r, type, out, out_num);
+    default: /* GET_LIFETIME, SECURE_ERASE, zoned, unknown */
+        return VIRTIO_BLK_S_UNSUPP;
+    }
+    return ret < 0 ? VIRTIO_BLK_S_IOERR : -EINPROGRESS;
+}
+
+static void vblk_handle_request(VirtIOBlockQueue *q, VirtQueueElement *elem)
+{
+    struct {
+        uint32_t type;
+        uint32_t ioprio;
+        uint64_t sector;
+    } hdr;
+    struct iovec *out = elem->out_iov, *in = elem->in_iov;
+    unsigned out_num = elem->out_num, in_num = elem->in_num;
+    VirtIOBlockReq *r;
+    int st;
+
+    /* 5.2.6: header first (device-readable), status last (writable). */
+    if (iov_copy_out(out, out_num, &hdr, sizeof(hdr)) < sizeof(hdr) ||
+        in_num == 0 || in[in_num - 1].iov_len < 1) {
+        virtio_error(&q->s->vdev, "virtio-blk: request without header or status byte");
+        virtqueue_detach_element(q->vq, elem);
+        return;
+    }
+    r = req_get(q);
+    r->elem = elem;
+    r->status = (uint8_t *)in[in_num - 1].iov_base + in[in_num - 1].iov_len - 1;
+    iov_drop_front(&out, &out_num, sizeof(hdr));
+    if (--in[in_num - 1].iov_len == 0) {
+        in_num--;
+    }
+    st = vblk_submit(r, le32toh(hdr.type), le64toh(hdr.sector), out, out_num,
+                     in, in_num);
+    if (st != -EINPROGRESS) {
+        req_complete(r, st);
+    }
+}
+
+/* A guest kick or a poll hit: everything available (at most one queue's
+ * worth per call), as one plugged batch. */
+static void vblk_handle_vq(VirtIODevice *vdev, VirtQueue *vq)
+{
+    VirtIOBlockQueue *q = &vblk_of(vdev)->queues[virtqueue_get_index(vq)];
+    bool suppress = virtqueue_get_notification(vq);
+    unsigned budget = virtqueue_get_size(vq);
+    VirtQueueElement *elem;
+
+    vblk_assert_home(q);
+    if (q->stopping) {
+        return;
+    }
+    blk_queue_plug(q->bq);
+    for (;;) {
+        if (suppress) {
+            virtqueue_set_notification(vq, false);
+        }
+        while (budget && (elem = virtqueue_pop(vq))) {
+            budget--;
+            vblk_handle_request(q, elem);
+        }
+        if (!(suppress && virtqueue_set_notification(vq, true)) || budget == 0) {
+            break;
+        }
+    }
+    blk_queue_unplug(q->bq);
+    if (budget == 0 && !virtqueue_empty(vq)) {
+        /* Let other handlers of this context run, then continue. */
+        event_notifier_set(virtqueue_get_host_notifier(vq));
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Start / stop, in each queue's context */
+
+static void vblk_queue_start_fn(void *opaque)
+{
+    VirtIOBlockQueue *q = opaque;
+    GError *err = NULL;
+
+    q->bq = blk_queue_new(q->s->blk, q->ctx, &err);
+    if (!q->bq) {
+        fprintf(stderr, "shardvm: %s: %s\n", q->s->vdev.name, err->message);
+        g_error_free(err);
+        return;
+    }
+    q->flush_bh = aio_bh_new(q->ctx, vblk_flush_bh, q);
+    q->stopping = false;
+}
+
+static void vblk_queue_stop_fn(void *opaque)
+{
+    VirtIOBlockQueue *q = opaque;
+
+    q->stopping = true;  /* kicks during the drain are ignored */
+    blk_queue_drain(q->bq);
+    virtqueue_flush(q->vq);
+    aio_bh_delete(q->flush_bh);
+    q->flush_bh = NULL;
+    blk_queue_free(q->bq);
+    q->bq = NULL;
+}
+
+static void vblk_stop(VirtIODevice *vdev)
+{
+    VirtIOBlock *s = vblk_of(vdev);
+
+    for (unsigned i = 0; i < vdev->num_queues; i++) {
+        VirtIOBlockQueue *q = &s->queues[i];
+
+        if (!q->started) {
+            continue;
+        }
+        aio_context_run_sync(q->ctx, vblk_queue_stop_fn, q);
+        virtqueue_detach(q->vq);
+        q->started = false;
+    }
+}
+
+static int vblk_start(VirtIODevice *vdev)
+{
+    VirtIOBlock *s = vblk_of(vdev);
+
+    /* A driver that cannot flush gets a write-through cache (5.2.5). */
+    if (!virtio_has_feature(vdev, VIRTIO_BLK_F_FLUSH)) {
+        blk_set_write_cache(s->blk, false);
+    }
+    for (unsigned i = 0; i < vdev->num_queues; i++) {
+        VirtIOBlockQueue *q = &s->queues[i];
+        int ret;
+
+        if (!virtqueue_is_enabled(q->vq)) {
+            continue;
+        }
+        ret = aio_context_run_sync(q->ctx, vblk_queue_start_fn, q);
+        if (ret < 0 || !q->bq) {
+            vblk_stop(vdev);
+            return ret < 0 ? ret : -ENOMEM;
+        }
+        q->started = true;
+        ret = virtqueue_attach(q->vq, q->ctx, vblk_handle_vq);
+        if (ret < 0) {
+            vblk_stop(vdev);
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Features and configuration space */
+
+static uint64_t vblk_get_features(VirtIODevice *vdev)
+{
+    VirtIOBlock *s = vblk_of(vdev);
+    uint64_t f = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_SIZE_MAX) |
+                 (1ULL << VIRTIO_BLK_F_BLK_SIZE) | (1ULL << VIRTIO_BLK_F_TOPOLOGY) |
+                 (1ULL << VIRTIO_BLK_F_FLUSH) | (1ULL << VIRTIO_BLK_F_CONFIG_WCE);
+
+    if (blk_is_read_only(s->blk)) {
+        f |= 1ULL << VIRTIO_BLK_F_RO;
+    }
+    if (s->cfg.num_queues > 1) {
+        f |= 1ULL << VIRTIO_BLK_F_MQ;
+    }
+    if (s->cfg.discard) {
+        f |= 1ULL << VIRTIO_BLK_F_DISCARD;
+    }
+    if (s->cfg.write_zeroes) {
+        f |= 1ULL << VIRTIO_BLK_F_WRITE_ZEROES;
+    }
+    return f;
+}
+
+static void put32(uint8_t *c, unsigned off, uint32_t v)
+{
+    v = htole32(v);
+    memcpy(c + off, &v, 4);
+}
+
+static void vblk_read_config(VirtIODevice *vdev, uint32_t offset, void *buf,
+                             unsigned len)
+{
+    VirtIOBlock *s = vblk_of(vdev);
+    uint8_t c[VIRTIO_BLK_CONFIG_SIZE] = { 0 };
+    uint64_t cap = htole64(s->capacity_bytes / 512);
+    uint16_t nq = htole16(s->cfg.num_queues);
+    uint32_t sectors_per_lb = s->cfg.logical_block_size / 512;
+
+    memcpy(c + VIRTIO_BLK_CFG_CAPACITY, &cap, 8);
+    put32(c, VIRTIO_BLK_CFG_SIZE_MAX, VBLK_SIZE_MAX);
+    put32(c, VIRTIO_BLK_CFG_SEG_MAX, s->cfg.queue_size - 2);
+    put32(c, VIRTIO_BLK_CFG_BLK_SIZE, s->cfg.logical_block_size);
+    c[VIRTIO_BLK_CFG_PHYS_BLOCK_EXP] =
+        g_bit_nth_msf(s->cfg.physical_block_size / s->cfg.logical_block_size, -1);
+    c[VIRTIO_BLK_CFG_WRITEBACK] = blk_get_write_cache(s->blk);
+    memcpy(c + VIRTIO_BLK_CFG_NUM_QUEUES, &nq, 2);
+    put32(c, VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS, VBLK_MAX_DISCARD_SECTORS);
+    put32(c, VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 1);
+    put32(c, VIRTIO_BLK_CFG_DISCARD_ALIGNMENT, sectors_per_lb);
+    put32(c, VIRTIO_BLK_CFG_MAX_WZ_SECTORS, VBLK_MAX_WZ_SECTORS);
+    put32(c, VIRTIO_BLK_CFG_MAX_WZ_SEG, 1);
+    c[VIRTIO_BLK_CFG_WZ_MAY_UNMAP] = s->cfg.discard;
+    memcpy(buf, c + offset, len);
+}
+
+static void vblk_write_config(VirtIODevice *vdev, uint32_t offset,
+                              const void *buf, unsigned len)
+{
+    VirtIOBlock *s = vblk_of(vdev);
+
+    /* Only the writeback byte is writable, and only with CONFIG_WCE. */
+    if (offset <= VIRTIO_BLK_CFG_WRITEBACK && offset + len > VIRTIO_BLK_CFG_WRITEBACK &&
+        virtio_has_feature(vdev, VIRTIO_BLK_F_CONFIG_WCE)) {
+        uint8_t wce = ((const uint8_t *)buf)[VIRTIO_BLK_CFG_WRITEBACK - offset];
+
+        blk_set_write_cache(s->blk, wce != 0);
+    }
+}
+
+static const VirtIODeviceOps vblk_ops = {
+    .get_features = vblk_get_features,
+    .read_config = vblk_read_config,
+    .write_config = vblk_write_config,
+    .start = vblk_start,
+    .stop = vblk_stop,
+};
+
+/* ------------------------------------------------------------------ */
+/* Life cycle */
+
+VirtIOBlock *virtio_blk_new(const VirtIOBlockConfig *cfg, BlockBackend *blk,
+                            AioContext **queue_ctxs, GuestMemory *mem,
+                            GError **errp)
+{
+    VirtIOBlock *s;
+    uint32_t lbs = cfg->logical_block_size, pbs = cfg->physical_block_size;
+
+    if (lbs < 512 || lbs > 32768 || (lbs & (lbs - 1)) || pbs < lbs ||
+        (pbs & (pbs - 1))) {
+        shardvm_error_set(errp, -EINVAL,
+                          "virtio-blk: bad logical_block_size %u / physical_block_size %u",
+                          lbs, pbs);
+        return NULL;
+    }
+    if (cfg->num_queues == 0 || cfg->queue_size < 2 ||
+        (cfg->queue_size & (cfg->queue_size - 1))) {
+        shardvm_error_set(errp, -EINVAL, "virtio-blk: bad num-queues or queue-size");
+        return NULL;
+    }
+    if (blk_get_size(blk) % lbs) {
+        shardvm_error_set(errp, -EINVAL,
+                          "virtio-blk: drive '%s' size is not a multiple of %u",
+                          blk_get_id(blk), lbs);
+        return NULL;
+    }
+    s = g_new0(VirtIOBlock, 1);
+    s->cfg = *cfg;
+    s->cfg.drive = s->cfg.iothread = s->cfg.serial = NULL;
+    s->cfg.vq_mapping = NULL;
+    s->cfg.nr_vq_mapping = 0;
+    if (cfg->serial) {
+        /* 20 bytes, NUL-padded, not necessarily terminated (5.2.6). */
+        memcpy(s->serial, cfg->serial, MIN(strlen(cfg->serial), sizeof(s->serial)));
+    }
+    blk_ref(blk);
+    s->blk = blk;
+    s->capacity_bytes = blk_get_size(blk);
+
+    s->vdev.name = "virtio-blk";
+    s->vdev.device_id = VIRTIO_ID_BLOCK;
+    s->vdev.ops = &vblk_ops;
+    s->vdev.config_size = VIRTIO_BLK_CONFIG_SIZE;
+    s->vdev.mem = mem;
+    virtio_device_init(&s->vdev, cfg->num_queues, cfg->queue_size);
+
+    s->queues = g_new0(VirtIOBlockQueue, cfg->num_queues);
+    for (unsigned i = 0; i < cfg->num_queues; i++) {
+        VirtIOBlockQueue *q = &s->queues[i];
+
+        q->s = s;
+        q->vq = virtio_get_queue(&s->vdev, i);
+        q->ctx = queue_ctxs[i];
+        aio_context_ref(q->ctx);
+        q->reqs = g_new0(VirtIOBlockReq, cfg->queue_size);
+        q->free_reqs = g_ptr_array_sized_new(cfg->queue_size);
+        for (unsigned j = 0; j < cfg->queue_size; j++) {
+            q->reqs[j].q = q;
+            q->reqs[j].pooled = true;
+            g_ptr_array_add(q->free_reqs, &q->reqs[j]);
+        }
+    }
+    return s;
+}
+
+void virtio_blk_free(VirtIOBlock *s)
+{
+    if (!s) {
+        return;
+    }
+    vblk_stop(&s->vdev);
+    for (unsigned i = 0; i < s->vdev.num_queues; i++) {
+        VirtIOBlockQueue *q = &s->queues[i];
+
+        g_ptr_array_free(q->free_reqs, true);
+        g_free(q->reqs);
+        aio_context_unref(q->ctx);
+    }
+    g_free(s->queues);
+    virtio_device_cleanup(&s->vdev);
+    blk_unref(s->blk);
+    g_free(s);
+}
+
+VirtIODevice *virtio_blk_get_vdev(VirtIOBlock *s)
+{
+    return &s->vdev;
+}
