@@ -10,16 +10,12 @@
 #include <json-glib/json-glib.h>
 #include <string.h>
 
-/*
- * The registry: one line per device type.  virtio-blk-pci's constructor
- * lives with virtio-blk (hw/block/); until it is in the tree the type is
- * known (its properties parse) but cannot be created.
- */
+/* The registry: one line per device type. */
 static const DeviceType device_types[] = {
     { "virtio-blk-pci", "virtio-blk-pci,drive=ID[,iothread=ID,num-queues=N,"
       "queue-size=N,serial=S,addr=SLOT,logical_block_size=N,"
       "physical_block_size=N,discard=on|off,write-zeroes=on|off]",
-      NULL, NULL },
+      virtio_blk_pci_create, virtio_blk_pci_destroy },
 };
 
 const DeviceType *device_type_find(const char *name)

@@ -28,6 +28,7 @@ typedef struct PCIBus PCIBus;
 typedef struct VM VM;
 typedef struct IOThread IOThread;
 typedef struct BlockBackend BlockBackend;
+typedef struct GuestMemory GuestMemory;
 
 /* One -device.  Owned by ShardvmOptions. */
 typedef struct DeviceOption {
@@ -56,6 +57,7 @@ typedef struct DeviceHost {
     IOThread *(*find_iothread)(void *opaque, const char *id);
     BlockBackend *(*find_drive)(void *opaque, const char *id);
     void *opaque;
+    GuestMemory *guest_memory; /* the VM's RAM map, for DMA-capable devices */
 } DeviceHost;
 
 /*
@@ -79,6 +81,17 @@ typedef struct DeviceType {
 /* device_type_find: the registered type called @name, or NULL.  The table
  * is static (system/device-types.c: one line per device type). */
 const DeviceType *device_type_find(const char *name);
+
+/*
+ * virtio_blk_pci_create / _destroy: the virtio-blk-pci type
+ * (hw/block/virtio-blk-pci.c).  Reads drive, iothread,
+ * iothread-vq-mapping, num-queues, queue-size, serial, addr, block sizes,
+ * discard, write-zeroes from @props (removing them); the drive and the
+ * IOThreads come from @host.  Main thread, BQL held.
+ */
+void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
+                            GError **errp);
+void virtio_blk_pci_destroy(void *dev);
 
 /*
  * device_props_take_pci_slot: take "addr" (QEMU's SLOT[.FUNCTION] in hex,

@@ -1,0 +1,115 @@
+/*
+ * virtio-blk-pci: the -device constructor that puts a virtio-blk device
+ * (hw/block/virtio-blk.c) behind the virtio-pci transport
+ * (hw/virtio/virtio-pci.c) on bus 0.  Main thread, at machine assembly.
+ */
+#include "shardvm/block.h"
+#include "shardvm/device.h"
+#include "shardvm/error.h"
+#include "shardvm/iothread.h"
+#include "shardvm/main-loop.h"
+#include "shardvm/virtio-blk.h"
+#include "shardvm/virtio-pci.h"
+
+#include <errno.h>
+
+/* PCI class "mass storage, other" (QEMU's virtio-blk-pci). */
+#define VIRTIO_BLK_PCI_CLASS 0x018000
+
+typedef struct VirtIOBlockPCI {
+    VirtIOBlock *blk;
+    VirtIOPCIProxy *proxy;
+} VirtIOBlockPCI;
+
+/* One AioContext per queue: its IOThread's, or the main loop's. */
+static AioContext **queue_contexts(const DeviceHost *host,
+                                   const VirtIOBlockConfig *cfg,
+                                   GError **errp)
+{
+    const char **ids = g_new0(const char *, cfg->num_queues);
+    AioContext **ctxs = g_new0(AioContext *, cfg->num_queues);
+
+    virtio_blk_queue_iothreads(cfg, ids);
+    for (unsigned i = 0; i < cfg->num_queues; i++) {
+        if (!ids[i]) {
+            ctxs[i] = main_loop_get_aio_context();
+            continue;
+        }
+        IOThread *iot = host->find_iothread ?
+                        host->find_iothread(host->opaque, ids[i]) : NULL;
+        if (!iot) {
+            shardvm_error_set(errp, -ENOENT, "-device virtio-blk-pci: "
+                              "IOThread '%s' not found (define it with "
+                              "-object iothread,id=%s first)", ids[i], ids[i]);
+            g_free(ctxs);
+            ctxs = NULL;
+            break;
+        }
+        ctxs[i] = iothread_get_aio_context(iot);
+    }
+    g_free(ids);
+    return ctxs;
+}
+
+void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
+                            GError **errp)
+{
+    VirtIOBlockConfig cfg;
+    VirtIOBlockPCI *d = NULL;
+    AioContext **ctxs = NULL;
+    int slot = -1;
+
+    virtio_blk_config_init(&cfg);
+    if (device_props_take_pci_slot(props, &slot, errp) < 0 ||
+        virtio_blk_parse_props(props, &cfg, errp) < 0) {
+        goto out;
+    }
+    BlockBackend *blk = host->find_drive ?
+                        host->find_drive(host->opaque, cfg.drive) : NULL;
+    if (!blk) {
+        shardvm_error_set(errp, -ENOENT, "-device virtio-blk-pci: drive '%s' "
+                          "not found (define it with -drive ...,id=%s or "
+                          "-blockdev ...,node-name=%s)", cfg.drive, cfg.drive,
+                          cfg.drive);
+        goto out;
+    }
+    if (!host->guest_memory) {
+        shardvm_error_set(errp, -EINVAL, "-device virtio-blk-pci: no guest "
+                          "memory map");
+        goto out;
+    }
+    ctxs = queue_contexts(host, &cfg, errp);
+    if (!ctxs) {
+        goto out;
+    }
+    d = g_new0(VirtIOBlockPCI, 1);
+    d->blk = virtio_blk_new(&cfg, blk, ctxs, host->guest_memory, errp);
+    if (!d->blk) {
+        g_clear_pointer(&d, g_free);
+        goto out;
+    }
+    d->proxy = virtio_pci_new(virtio_blk_get_vdev(d->blk),
+                              VIRTIO_BLK_PCI_CLASS, 0);
+    if (virtio_pci_plug(d->proxy, host->pci, slot, errp) < 0) {
+        virtio_pci_free(d->proxy);
+        virtio_blk_free(d->blk);
+        g_clear_pointer(&d, g_free);
+    }
+out:
+    g_free(ctxs);
+    virtio_blk_config_clear(&cfg);
+    return d;
+}
+
+void virtio_blk_pci_destroy(void *opaque)
+{
+    VirtIOBlockPCI *d = opaque;
+
+    if (!d) {
+        return;
+    }
+    /* Unplug first (reset: the device drains), then the device. */
+    virtio_pci_free(d->proxy);
+    virtio_blk_free(d->blk);
+    g_free(d);
+}
