@@ -37,6 +37,7 @@ typedef struct BenchOpts {
     char *file[N_TARGETS];    /* the two images */
     char *fio_bin;            /* NULL: fio not run */
     bool verbose;
+    int64_t poll_max_ns;      /* IOThread poll-max-ns; -1: default */
 } BenchOpts;
 
 /* One run's result: < 0 fields when it failed. */

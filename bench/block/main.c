@@ -96,7 +96,8 @@ static void run_one(const BenchOpts *o, BenchPoint *p, int impl)
 
 int main(int argc, char **argv)
 {
-    BenchOpts o = { .rounds = 3, .warmup_s = 0.3, .duration_s = 1.5 };
+    BenchOpts o = { .rounds = 3, .warmup_s = 0.3, .duration_s = 1.0,
+                    .poll_max_ns = -1 };
     gboolean quick = FALSE, smoke = FALSE, no_fio = FALSE, verbose = FALSE;
     char *plot_file = NULL, *disk_dir = NULL, *shm_dir = NULL, *fio = NULL;
     char *only = NULL;
@@ -105,7 +106,7 @@ int main(int argc, char **argv)
     GOptionEntry entries[] = {
         { "rounds", 0, 0, G_OPTION_ARG_INT, &o.rounds, "rounds (3)", "N" },
         { "duration", 0, 0, G_OPTION_ARG_DOUBLE, &o.duration_s,
-          "measured seconds per point and implementation (1.5)", "S" },
+          "measured seconds per point and implementation (1.0)", "S" },
         { "quick", 0, 0, G_OPTION_ARG_NONE, &quick, "1 round of 1 s", NULL },
         { "smoke", 0, 0, G_OPTION_ARG_NONE, &smoke,
           "tiny run (16 MiB, 0.05 s, qd 32 only); fails if a point has no "
@@ -124,6 +125,9 @@ int main(int argc, char **argv)
         { "only", 0, 0, G_OPTION_ARG_STRING, &only,
           "only points whose label (e.g. 'disk io_uring randread qd32') "
           "contains TEXT", "TEXT" },
+        { "poll-max-ns", 0, 0, G_OPTION_ARG_INT64, &o.poll_max_ns,
+          "the IOThread's poll-max-ns (default: the IOThread default, "
+          "32768)", "NS" },
         { "verbose", 0, 0, G_OPTION_ARG_NONE, &verbose,
           "keep fio's JSON output of failed runs", NULL },
         { NULL },

@@ -174,7 +174,9 @@ int bench_shardvm_run(const BenchOpts *o, const BenchPoint *p,
         g_error_free(err);
         return -1;
     }
-    IOThread *iot = iothread_new("bench", NULL, &err);
+    IOThreadProps props = IOTHREAD_PROPS_DEFAULT;
+    props.poll_max_ns = o->poll_max_ns;
+    IOThread *iot = iothread_new("bench", &props, &err);
     if (!iot) {
         fprintf(stderr, "bench-block: %s\n", err->message);
         g_error_free(err);
