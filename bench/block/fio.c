@@ -90,8 +90,7 @@ int bench_fio_run(const BenchOpts *o, const BenchPoint *p, BenchResult *out)
     /* fio's runtime does not count ramp_time; leave a margin after the
      * window so fio is still in its steady state when it closes. */
     int ramp_ms = (int)(o->warmup_s * 1000);
-    int run_ms = (int)(o->duration_s * 1000) +
-                 MIN(300, (int)(o->duration_s * 1000) + 50);
+    int run_ms = (int)(o->duration_s * 1000) + 300;
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
     int ret = -1;
 
@@ -158,6 +157,10 @@ int bench_fio_run(const BenchOpts *o, const BenchPoint *p, BenchResult *out)
             out->cpu_ns_per_io = (double)(c1 - c0) /
                                  (iops * (double)(w1 - w0) / 1e9);
             ret = 0;
+        } else {
+            fprintf(stderr, "bench-block: fio: no I/O or no CPU time in the "
+                    "window (iops %.0f, cpu %" G_GINT64_FORMAT " ns)\n", iops,
+                    (gint64)(c1 - c0));
         }
     }
 out:

@@ -109,7 +109,7 @@ int main(int argc, char **argv)
           "measured seconds per point and implementation (1.0)", "S" },
         { "quick", 0, 0, G_OPTION_ARG_NONE, &quick, "1 round of 1 s", NULL },
         { "smoke", 0, 0, G_OPTION_ARG_NONE, &smoke,
-          "tiny run (16 MiB, 0.05 s, qd 32 only); fails if a point has no "
+          "tiny run (16 MiB, 0.1 s, qd 32 only); fails if a point has no "
           "value", NULL },
         { "plot", 0, 0, G_OPTION_ARG_FILENAME, &plot_file, "write a PNG",
           "FILE" },
@@ -141,7 +141,7 @@ int main(int argc, char **argv)
     g_option_context_free(oc);
     if (smoke) {
         o.rounds = 1;
-        o.duration_s = 0.05;
+        o.duration_s = 0.1;
         o.warmup_s = 0.1;
         size_mib = 16;
     } else if (quick) {
@@ -202,7 +202,7 @@ int main(int argc, char **argv)
         }
     }
 
-    printf("bench-block: %d round(s) of %.1f s (+%.1f s warm-up) per point "
+    printf("bench-block: %d round(s) of %.2f s (+%.2f s warm-up) per point "
            "and implementation; %d points; image %d MiB\n  shm:  %s\n"
            "  disk: %s\n  fio:  %s\n", o.rounds, o.duration_s, o.warmup_s, n,
            size_mib, o.file[TARGET_SHM], o.file[TARGET_DISK],
