@@ -9,7 +9,7 @@ SHARDVM_PACKAGES=(
   libglib2.0-dev liburcu-dev libaio-dev liburing-dev libjson-glib-dev
   googletest libgtest-dev
   libuv1-dev libevent-dev gnuplot-nox
-  qemu-system-x86 binutils
+  qemu-system-x86 binutils fio
 )
 
 # ensure_packages: apt-get install whatever of SHARDVM_PACKAGES is missing.
