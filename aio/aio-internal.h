@@ -44,6 +44,8 @@ typedef struct BHSlice {
     struct BHSlice *next;
 } BHSlice;
 
+enum { PN_OFF, PN_ON, PN_SYNC };
+
 typedef struct AioHandler {
     int fd;
     AioFdFunc *io_read;
@@ -54,8 +56,17 @@ typedef struct AioHandler {
     void *opaque;
     /* Set under list_lock when removed or replaced; read by the walker. */
     atomic_bool deleted;
-    bool polling;    /* poll_notify(true) was called; home thread */
+    /*
+     * What poll_notify last told this handler: PN_OFF (nothing yet, or
+     * "ended"), PN_ON ("started"), PN_SYNC (replaced another handler: tell
+     * it the current state at the next walk).  Set before publication,
+     * then home thread only.
+     */
+    uint8_t notify_state;
     bool poll_ready; /* io_poll() saw work, dispatch pending; home thread */
+    /* Events an epoll wait returned for this handler and nobody has
+     * dispatched yet (a nested pass may take them); home thread. */
+    uint32_t revents;
     bool is_notifier; /* callbacks take the EventNotifier, see below */
     EventNotifierHandler *en_read, *en_poll_ready;
     uint32_t events; /* EPOLLIN/EPOLLOUT registered with epoll */
@@ -124,6 +135,16 @@ struct AioContext {
     _Atomic int64_t poll_ns; /* current poll time; home thread writes */
     _Atomic int64_t aio_max_batch;
     bool poll_started; /* poll_notify(true) sent to handlers; home thread */
+    /* A handler in PN_SYNC state may exist (replaced, or poll_notify set):
+     * the home thread walks the handlers.  Any thread sets, home clears. */
+    atomic_bool poll_resync;
+    /* Handlers with poll_ready set, any pass (nested too); home thread. */
+    int poll_ready_cnt;
+    /* Consecutive passes that did not look at io_poll handlers because
+     * work was ready; home thread. */
+    unsigned poll_skips;
+    /* epoll_pwait2() gave ENOSYS: use epoll_wait() from now on; home. */
+    bool no_epoll_pwait2;
 
     /* Consecutive passes that skipped epoll because work was ready. */
     unsigned fd_skips; /* home thread */
@@ -138,6 +159,8 @@ struct AioContext {
 };
 
 #define BH_LIST_CLOSED ((AioBH *)(uintptr_t)1)
+/* ctx->thread_pool once the context is being finalised: no new pool. */
+#define POOL_DEAD ((struct ThreadPool *)(uintptr_t)1)
 
 /* async.c */
 bool aio_bh_poll(AioContext *ctx);

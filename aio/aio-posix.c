@@ -17,6 +17,8 @@
 #include "aio-internal.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +40,9 @@
 #define AIO_MAX_EVENTS 64
 /* Passes in a row that may skip epoll because work was already known. */
 #define AIO_MAX_FD_SKIPS 64
+/* Passes in a row that may leave io_poll handlers alone for the same
+ * reason (a stream of BHs); then the poll phase ends and they are polled. */
+#define AIO_MAX_POLL_SKIPS 64
 /* The first busy-poll window once polling grows from 0, as QEMU. */
 #define AIO_POLL_NS_INITIAL 4000
 
@@ -102,6 +107,9 @@ static void free_deleted_handlers_locked(AioContext *ctx)
     while ((h = atomic_load_explicit(pp, memory_order_relaxed))) {
         if (atomic_load_explicit(&h->deleted, memory_order_relaxed)) {
             atomic_store_explicit(pp, atomic_load(&h->next), memory_order_release);
+            if (h->poll_ready) {
+                ctx->poll_ready_cnt--;
+            }
             g_free(h);
             atomic_fetch_sub(&ctx->deleted_handlers, 1);
         } else {
@@ -154,6 +162,10 @@ static void set_handler(AioContext *ctx, int fd, AioHandler *new_h)
      * may be closed and reused at once.
      */
     if (new_h) {
+        /* A replacement may take over a handler that heard "started":
+         * the home thread tells it the current state (see
+         * poll_notify_walk()). */
+        new_h->notify_state = old ? PN_SYNC : PN_OFF;
         tsan_release(new_h);
     }
     if (old_events && new_events) {
@@ -187,6 +199,10 @@ static void set_handler(AioContext *ctx, int fd, AioHandler *new_h)
     }
     if (old) {
         mark_deleted_locked(ctx, old);
+        if (new_h) {
+            /* After the release store that published new_h. */
+            atomic_store(&ctx->poll_resync, true);
+        }
         if (aio_context_in_home_thread(ctx) && ctx->walk_depth == 0) {
             free_deleted_handlers_locked(ctx);
         }
@@ -251,7 +267,12 @@ void aio_set_fd_poll_notify(AioContext *ctx, int fd,
     }
     /* The home thread reads it without the lock. */
     atomic_store_explicit(&h->poll_notify, poll_notify, memory_order_release);
+    /* Bring it in line with a poll phase that may be running. */
+    atomic_store(&ctx->poll_resync, true);
     pthread_mutex_unlock(&ctx->list_lock);
+    if (!aio_context_in_home_thread(ctx)) {
+        aio_notify(ctx);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -277,23 +298,44 @@ static AioPollNotifyFunc *handler_poll_notify(AioHandler *h)
     return atomic_load_explicit(&h->poll_notify, memory_order_acquire);
 }
 
-/* Tell handlers with a poll_notify callback that a busy-poll phase starts
- * or ends. */
-static void poll_set_started(AioContext *ctx, bool started)
+/*
+ * Tell every live handler with a poll_notify callback that was told
+ * otherwise (or nothing, PN_SYNC) that a busy-poll phase runs (@started)
+ * or not.  So every handler that heard "started" hears "ended", including
+ * one registered or replaced in the middle of a phase.  Returns true if a
+ * handler heard "ended": the caller polls once more, as a kick may have
+ * come while notifications were off.
+ */
+static bool poll_notify_walk(AioContext *ctx, bool started)
 {
-    if (ctx->poll_started == started) {
-        return;
-    }
-    ctx->poll_started = started;
+    uint8_t want = started ? PN_ON : PN_OFF;
+    bool ended = false;
+
     for (AioHandler *h = handlers_first(ctx); h; h = handler_next(h)) {
         AioPollNotifyFunc *pn = handler_poll_notify(h);
 
-        if (!pn || !handler_live(h) || h->polling == started) {
+        if (!pn || !handler_live(h) || h->notify_state == want) {
             continue;
         }
-        h->polling = started;
+        h->notify_state = want;
         pn(h->opaque, started);
+        ended |= !started;
     }
+    return ended;
+}
+
+/* A busy-poll phase starts or ends; also runs a pending resync.  Returns
+ * as poll_notify_walk(). */
+static bool poll_set_started(AioContext *ctx, bool started)
+{
+    if (atomic_load_explicit(&ctx->poll_resync, memory_order_relaxed)) {
+        /* seq_cst: pairs with the store after a handler's publication. */
+        atomic_exchange(&ctx->poll_resync, false);
+    } else if (ctx->poll_started == started) {
+        return false;
+    }
+    ctx->poll_started = started;
+    return poll_notify_walk(ctx, started);
 }
 
 /* Call every io_poll once; mark the ones with work.  True if any had. */
@@ -305,6 +347,7 @@ static bool poll_handlers_once(AioContext *ctx)
         if (h->io_poll && !h->poll_ready && handler_live(h) &&
             h->io_poll(h->opaque)) {
             h->poll_ready = true;
+            ctx->poll_ready_cnt++;
             progress = true;
         }
     }
@@ -367,7 +410,12 @@ static void adjust_poll_ns(AioContext *ctx, int64_t block_ns)
         poll_ns = shrink == 0 ? 0 : poll_ns / shrink;
     } else if (poll_ns < max_ns) {
         int64_t grow = atomic_load_explicit(&ctx->poll_grow, memory_order_relaxed);
-        poll_ns = poll_ns == 0 ? AIO_POLL_NS_INITIAL : poll_ns * (grow ? grow : 2);
+
+        if (poll_ns == 0) {
+            poll_ns = AIO_POLL_NS_INITIAL;
+        } else if (__builtin_mul_overflow(poll_ns, grow ? grow : 2, &poll_ns)) {
+            poll_ns = max_ns; /* any grow factor is fine: capped */
+        }
     }
     if (poll_ns > max_ns) {
         poll_ns = max_ns;
@@ -382,7 +430,9 @@ int64_t aio_compute_timeout_ns(AioContext *ctx)
 {
     int64_t timeout, deadline;
 
-    if (atomic_load(&ctx->notified)) {
+    /* Handlers an (outer) pass's io_poll found ready are dispatched by
+     * whichever pass comes first. */
+    if (ctx->poll_ready_cnt > 0 || atomic_load(&ctx->notified)) {
         return 0;
     }
     timeout = aio_bh_timeout_ns(ctx);
@@ -403,6 +453,20 @@ int64_t aio_compute_timeout_ns(AioContext *ctx)
     return timeout;
 }
 
+/* One wait with epoll_wait(): the timeout rounded up to milliseconds, so
+ * a wait for a timer never ends before it (which would spin). */
+static int epoll_wait_ms(AioContext *ctx, struct epoll_event *events,
+                         int64_t timeout_ns)
+{
+    int ms = -1;
+
+    if (timeout_ns >= 0) {
+        int64_t m = timeout_ns / 1000000 + (timeout_ns % 1000000 != 0);
+        ms = m > INT_MAX ? INT_MAX : (int)m;
+    }
+    return epoll_wait(ctx->epollfd, events, AIO_MAX_EVENTS, ms);
+}
+
 static int epoll_wait_ns(AioContext *ctx, struct epoll_event *events,
                          int64_t timeout_ns)
 {
@@ -414,10 +478,44 @@ static int epoll_wait_ns(AioContext *ctx, struct epoll_event *events,
         ts.tv_nsec = timeout_ns % 1000000000LL;
         tsp = &ts;
     }
-    do {
-        n = epoll_pwait2(ctx->epollfd, events, AIO_MAX_EVENTS, tsp, NULL);
-    } while (n < 0 && errno == EINTR && timeout_ns < 0);
-    return n < 0 ? 0 : n;
+    for (;;) {
+        if (!ctx->no_epoll_pwait2) {
+            n = epoll_pwait2(ctx->epollfd, events, AIO_MAX_EVENTS, tsp, NULL);
+            if (n < 0 && errno == ENOSYS) {
+                /* Kernel before 5.11 or a seccomp filter: for good. */
+                ctx->no_epoll_pwait2 = true;
+                continue;
+            }
+        } else {
+            n = epoll_wait_ms(ctx, events, timeout_ns);
+        }
+        if (n >= 0) {
+            return n;
+        }
+        if (errno != EINTR) {
+            /* Our own epoll fd and buffer: an internal invariant broke. */
+            g_error("AioContext %p: epoll wait failed: %s", (void *)ctx,
+                    g_strerror(errno));
+        }
+        if (timeout_ns >= 0) {
+            return 0; /* a signal: the caller computes a new timeout */
+        }
+    }
+}
+
+/* Record what epoll returned on the handlers themselves: a nested pass
+ * whose own wait returns the same handler dispatches and clears it, and
+ * the outer pass then skips its stale copy (an event runs once). */
+static void take_fd_events(struct epoll_event *events, int n)
+{
+    for (int i = 0; i < n; i++) {
+        AioHandler *h = events[i].data.ptr;
+
+        if (h) {
+            tsan_acquire(h);
+            h->revents |= events[i].events;
+        }
+    }
 }
 
 /* Run the handlers of @n epoll events.  True if a handler ran. */
@@ -433,7 +531,11 @@ static bool dispatch_fds(AioContext *ctx, struct epoll_event *events, int n)
             event_notifier_test_and_clear(&ctx->notifier);
             continue;
         }
-        tsan_acquire(h);
+        ev = h->revents;
+        h->revents = 0;
+        if (!ev) {
+            continue; /* a nested pass dispatched it already */
+        }
         if (handler_live(h) && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
             if (h->is_notifier && h->en_read) {
                 h->en_read(h->opaque);
@@ -463,6 +565,7 @@ static bool dispatch_poll_ready(AioContext *ctx)
             continue;
         }
         h->poll_ready = false;
+        ctx->poll_ready_cnt--;
         if (!handler_live(h)) {
             continue;
         }
@@ -476,16 +579,38 @@ static bool dispatch_poll_ready(AioContext *ctx)
     return progress;
 }
 
+/*
+ * Work was ready, so this pass neither busy-polled nor ended the poll
+ * phase before sleeping.  Every AIO_MAX_POLL_SKIPS such passes in a row,
+ * end the phase (notifications back on) and poll the handlers once, so a
+ * stream of BHs cannot starve them.  True if a handler has work.
+ */
+static bool poll_catch_up(AioContext *ctx)
+{
+    if (atomic_load_explicit(&ctx->poll_handlers, memory_order_relaxed) == 0 ||
+        ++ctx->poll_skips < AIO_MAX_POLL_SKIPS) {
+        return false;
+    }
+    ctx->poll_skips = 0;
+    poll_set_started(ctx, false);
+    return poll_handlers_once(ctx);
+}
+
 bool aio_poll(AioContext *ctx, bool blocking)
 {
     struct epoll_event events[AIO_MAX_EVENTS];
     int64_t timeout, start = 0, poll_ns = 0;
-    bool poll_ready = false, raised = false;
+    bool raised = false, polled = false;
     int n = 0;
     bool progress;
 
     aio_assert_home(ctx);
     ctx->walk_depth++;
+
+    if (atomic_load_explicit(&ctx->poll_resync, memory_order_relaxed) &&
+        poll_set_started(ctx, ctx->poll_started)) {
+        poll_handlers_once(ctx);
+    }
 
     timeout = blocking ? aio_compute_timeout_ns(ctx) : 0;
     if (blocking && timeout != 0) {
@@ -505,22 +630,24 @@ bool aio_poll(AioContext *ctx, bool blocking)
             start = aio_clock_ns();
         }
         if (start && poll_ns > 0) {
-            int64_t deadline = start + poll_ns;
+            int64_t deadline;
 
             if (timeout > 0 && timeout < poll_ns) {
-                deadline = start + timeout;
+                poll_ns = timeout;
             }
+            if (__builtin_add_overflow(start, poll_ns, &deadline)) {
+                deadline = INT64_MAX;
+            }
+            polled = true;
             if (run_busy_poll(ctx, deadline)) {
-                poll_ready = true;
                 timeout = 0;
             }
         }
         if (timeout != 0) {
             /* Going to sleep: end the poll phase, then poll once more. */
             if (ctx->poll_started) {
-                poll_set_started(ctx, false);
-                if (poll_handlers_once(ctx)) {
-                    poll_ready = true;
+                polled = true;
+                if (poll_set_started(ctx, false) | poll_handlers_once(ctx)) {
                     timeout = 0;
                 }
             }
@@ -532,6 +659,11 @@ bool aio_poll(AioContext *ctx, bool blocking)
             timeout = aio_compute_timeout_ns(ctx);
         }
     }
+    if (polled || timeout != 0) {
+        ctx->poll_skips = 0;
+    } else {
+        poll_catch_up(ctx);
+    }
 
     if (blocking && timeout == 0 && ctx->fd_skips < AIO_MAX_FD_SKIPS) {
         /* Work is known to be ready: do not pay for epoll this time. */
@@ -539,6 +671,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     } else {
         ctx->fd_skips = 0;
         n = epoll_wait_ns(ctx, events, timeout);
+        take_fd_events(events, n);
     }
 
     if (raised) {
@@ -552,9 +685,14 @@ bool aio_poll(AioContext *ctx, bool blocking)
         adjust_poll_ns(ctx, aio_clock_ns() - start);
     }
 
+    /*
+     * Order: BHs (continuing the slices of outer passes), then this pass's
+     * fd events not taken by a nested pass meanwhile, then every handler
+     * an io_poll found ready (this pass's or an outer one's), then timers.
+     */
     progress = aio_bh_poll(ctx);
     progress |= dispatch_fds(ctx, events, n);
-    if (poll_ready) {
+    if (ctx->poll_ready_cnt > 0) {
         progress |= dispatch_poll_ready(ctx);
     }
     progress |= aio_timers_run(ctx);

@@ -63,7 +63,9 @@ AioContext *aio_context_new(GError **errp)
                           g_strerror(-r));
         goto fail;
     }
-    current_ctx = ctx;
+    /* The caller is the home thread, but its current context (say, the
+     * main loop's) stays what it was: only aio_context_set_home_thread()
+     * changes it. */
     return ctx;
 
 fail:
@@ -80,6 +82,25 @@ void aio_context_ref(AioContext *ctx)
 }
 
 static void bh_close_and_run(AioContext *ctx);
+static void bh_free(AioBH *bh);
+
+/* Free the BHs deleted after the close (see aio_bh_delete()); abort on a
+ * BH that was never deleted. */
+static void bh_free_parked(AioContext *ctx)
+{
+    AioBH *bh = ctx->all_bhs;
+
+    while (bh) {
+        AioBH *next = bh->all_next;
+
+        if (!(atomic_load(&bh->flags) & BH_DELETED)) {
+            g_error("AioContext %p freed with a live BH (callback %p)",
+                    (void *)ctx, (void *)bh->cb);
+        }
+        bh_free(bh);
+        bh = next;
+    }
+}
 
 static void aio_context_finalize(AioContext *ctx)
 {
@@ -88,9 +109,11 @@ static void aio_context_finalize(AioContext *ctx)
     /*
      * Workers may still complete jobs, and completions are BHs: join them
      * while the context still accepts BHs, then close, which runs every
-     * scheduled BH (pending one-shots included).
+     * scheduled BH (pending one-shots included).  The pool pointer becomes
+     * POOL_DEAD first, so a done callback run now cannot start a second
+     * pool on the dying context (thread_pool_submit() refuses).
      */
-    pool = atomic_exchange(&ctx->thread_pool, NULL);
+    pool = atomic_exchange(&ctx->thread_pool, POOL_DEAD);
     if (pool) {
         thread_pool_free(pool);
     }
@@ -104,10 +127,7 @@ static void aio_context_finalize(AioContext *ctx)
         g_error("AioContext %p freed with %d fd handler(s) registered",
                 (void *)ctx, atomic_load(&ctx->live_handlers));
     }
-    if (ctx->all_bhs) {
-        g_error("AioContext %p freed with a live BH (callback %p)",
-                (void *)ctx, (void *)ctx->all_bhs->cb);
-    }
+    bh_free_parked(ctx);
     bh_recycle_destroy(ctx);
     aio_timers_destroy(ctx);
     aio_handlers_destroy(ctx);
@@ -294,7 +314,9 @@ static void bh_free(AioBH *bh)
 /*
  * Push @bh (already marked BH_PENDING by the caller) on the context's
  * list and wake the poller.  Returns 0, or -ESHUTDOWN when the context is
- * closed (then @bh is not queued; a one-shot or deleted BH is freed).
+ * closed: then @bh is not queued; a one-shot is freed (nobody else knows
+ * it); a deleted BH is parked until the finalisation frees it, so that a
+ * scheduler racing with the delete never touches freed memory.
  */
 static int bh_push(AioBH *bh, unsigned flags)
 {
@@ -303,9 +325,15 @@ static int bh_push(AioBH *bh, unsigned flags)
 
     do {
         if (head == BH_LIST_CLOSED) {
-            if (flags & (BH_ONESHOT | BH_DELETED)) {
+            if (flags & BH_ONESHOT) {
                 bh_free(bh);
-            } else {
+            } else if (!(flags & BH_DELETED)) {
+                /*
+                 * Give up our PENDING.  A delete that came meanwhile saw
+                 * PENDING and left the BH to us: it stays parked as
+                 * deleted (the flags keep BH_DELETED).  Schedulers that
+                 * saw our PENDING were refused in bh_enqueue().
+                 */
                 atomic_fetch_and(&bh->flags,
                                  ~(unsigned)(BH_PENDING | BH_SCHEDULED | BH_IDLE));
             }
@@ -336,8 +364,28 @@ static int bh_enqueue(AioBH *bh, unsigned new_flags)
     unsigned old = atomic_fetch_or(&bh->flags, BH_PENDING | new_flags);
 
     if (old & BH_PENDING) {
-        /* Already queued (or in a slice not yet reached): it will see the
-         * new flags when it is taken off; whoever queued it notified. */
+        AioContext *ctx = bh->ctx;
+
+        /*
+         * Someone else holds PENDING.  On a closed context that is either
+         * a push about to be refused or a BH the close is running: either
+         * way this call schedules nothing (seq_cst load after the RMW: a
+         * close before our RMW is seen).
+         */
+        if (atomic_load(&ctx->bh_list) == BH_LIST_CLOSED) {
+            return -ESHUTDOWN;
+        }
+        /*
+         * Already queued (or in a slice not yet reached): it will see the
+         * new flags when it is taken off.  If it was queued but not
+         * scheduled (cancelled), the poller may have decided to sleep
+         * without it: wake it.  Pairs with the seq_cst flag loads in
+         * aio_bh_timeout_ns(), as bh_push() pairs with the list loads.
+         */
+        if ((new_flags & BH_SCHEDULED) && !(old & BH_SCHEDULED) &&
+            !aio_context_in_home_thread(ctx)) {
+            aio_notify(ctx);
+        }
         return 0;
     }
     return bh_push(bh, old | new_flags);
@@ -361,7 +409,8 @@ void aio_bh_cancel(AioBH *bh)
 void aio_bh_delete(AioBH *bh)
 {
     /* The home thread frees it when it takes it off the list: that is the
-     * only point where nobody else can be looking at it. */
+     * only point where nobody else can be looking at it.  Once the context
+     * is closed, bh_push() parks it and the finalisation frees it. */
     bh_enqueue(bh, BH_DELETED);
 }
 
@@ -486,16 +535,30 @@ void aio_context_close(AioContext *ctx)
 
 int64_t aio_bh_timeout_ns(AioContext *ctx)
 {
-    AioBH *bh = atomic_load(&ctx->bh_list); /* seq_cst: see aio_notify() */
+    AioBH *bh;
     int64_t timeout = -1;
 
+    /*
+     * Slices of outer passes (we are nested in one of their BHs): their
+     * rest runs on this pass, so never sleep over it.  Whatever their
+     * flags say: a BH there may be scheduled again by another thread
+     * without a wake-up (its PENDING is still set).
+     */
+    for (BHSlice *s = ctx->bh_slices; s; s = s->next) {
+        if (s->head) {
+            return 0;
+        }
+    }
+    bh = atomic_load(&ctx->bh_list); /* seq_cst: see aio_notify() */
     if (bh == BH_LIST_CLOSED) {
         return -1;
     }
     /* Nodes behind the head never change until the home thread (us)
      * takes the list. */
     for (; bh; bh = atomic_load_explicit(&bh->next, memory_order_relaxed)) {
-        unsigned flags = atomic_load_explicit(&bh->flags, memory_order_relaxed);
+        /* seq_cst: pairs with a reschedule of a cancelled BH, which only
+         * sets the flag (see bh_enqueue()). */
+        unsigned flags = atomic_load(&bh->flags);
 
         if ((flags & (BH_SCHEDULED | BH_DELETED)) == BH_SCHEDULED) {
             if (!(flags & BH_IDLE)) {

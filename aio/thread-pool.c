@@ -239,13 +239,14 @@ static ThreadPool *pool_new(AioContext *ctx)
 }
 
 /* The pool of @ctx, created on first use by whichever thread gets there
- * first (compare-and-swap; the loser frees its unused copy). */
+ * first (compare-and-swap; the loser frees its unused copy).  NULL once
+ * the context is being finalised (POOL_DEAD). */
 static ThreadPool *pool_get(AioContext *ctx)
 {
     ThreadPool *pool = atomic_load_explicit(&ctx->thread_pool,
                                             memory_order_acquire);
     if (pool) {
-        return pool;
+        return pool == POOL_DEAD ? NULL : pool;
     }
     ThreadPool *fresh = pool_new(ctx);
     if (atomic_compare_exchange_strong_explicit(&ctx->thread_pool, &pool,
@@ -254,7 +255,7 @@ static ThreadPool *pool_get(AioContext *ctx)
         return fresh;
     }
     thread_pool_free(fresh); /* never had a worker or a job */
-    return pool;
+    return pool == POOL_DEAD ? NULL : pool;
 }
 
 ThreadPoolJob *thread_pool_submit(AioContext *ctx, ThreadPoolFunc *fn,
@@ -262,7 +263,12 @@ ThreadPoolJob *thread_pool_submit(AioContext *ctx, ThreadPoolFunc *fn,
                                   void *opaque)
 {
     ThreadPool *pool = pool_get(ctx);
-    ThreadPoolJob *job = g_new0(ThreadPoolJob, 1);
+    ThreadPoolJob *job;
+
+    if (!pool) {
+        return NULL; /* @ctx is being finalised: refused, @done never runs */
+    }
+    job = g_new0(ThreadPoolJob, 1);
 
     job->pool = pool;
     job->fn = fn;
@@ -325,6 +331,9 @@ int thread_pool_set_limits(AioContext *ctx, int min, int max,
     ThreadPool *pool = pool_get(ctx);
     int r = 0;
 
+    if (!pool) {
+        return -ESHUTDOWN;
+    }
     pthread_mutex_lock(&pool->lock);
     pool->min = min;
     pool->max = max;
@@ -345,7 +354,7 @@ int thread_pool_get_workers(AioContext *ctx)
 {
     ThreadPool *pool = atomic_load_explicit(&ctx->thread_pool,
                                             memory_order_acquire);
-    if (!pool) {
+    if (!pool || pool == POOL_DEAD) {
         return 0;
     }
     pthread_mutex_lock(&pool->lock);

@@ -82,6 +82,9 @@ int main_loop_init(bool force_signal_compat, GError **errp)
         r = -ENOMEM;
         goto fail_ctx;
     }
+    /* This thread polls both; code that asks for its current context
+     * (aio_get_current_context()) means the main one. */
+    aio_context_set_home_thread(ml.ctx);
     r = event_notifier_init(&ml.wakeup, false);
     if (r < 0) {
         shardvm_error_set(errp, r, "main loop: eventfd: %s", g_strerror(-r));

@@ -80,9 +80,10 @@ static inline int event_notifier_get_fd(const EventNotifier *e)
 /* Context life cycle                                                   */
 
 /*
- * aio_context_new: create a context whose home thread is the caller.
- * Returns NULL and fills @errp (may be NULL) when epoll/eventfd fail.
- * Any thread.  The caller owns one reference.
+ * aio_context_new: create a context whose home thread is the caller.  The
+ * caller's aio_get_current_context() does not change.  Returns NULL and
+ * fills @errp (may be NULL) when epoll/eventfd fail.  Any thread.  The
+ * caller owns one reference.
  */
 AioContext *aio_context_new(GError **errp);
 
@@ -107,9 +108,10 @@ void aio_context_set_home_thread(AioContext *ctx);
 bool aio_context_in_home_thread(AioContext *ctx);
 
 /*
- * aio_get_current_context: the context whose home thread the caller is
- * (the last one set with aio_context_set_home_thread() or created by this
- * thread), or NULL.
+ * aio_get_current_context: the context the caller last made its own with
+ * aio_context_set_home_thread() (NULL once that context is freed), or
+ * NULL.  The main thread's is the main loop's context after
+ * main_loop_init(), an IOThread's is its context.
  */
 AioContext *aio_get_current_context(void);
 
@@ -129,7 +131,10 @@ void aio_context_close(AioContext *ctx);
  * expired timers.  With @blocking, first busy-polls (see
  * aio_context_set_poll_params()) and then sleeps until something is ready.
  * Returns true if any callback other than an idle BH ran.  Home thread
- * only (asserted).  May be nested from inside a callback.
+ * only (asserted).  May be nested from inside a callback: a nested pass
+ * continues the outer passes' BHs and dispatches handlers their busy
+ * polling found ready, never sleeps while such work is left, and never
+ * runs a BH or an fd event twice (docs/ARCHITECTURE.md, nesting rules).
  */
 bool aio_poll(AioContext *ctx, bool blocking);
 
@@ -145,7 +150,8 @@ void aio_notify(AioContext *ctx);
  * semantics: @max_ns (0 disables polling, the default of a new context;
  * IOThreads default to QEMU's 32768) bounds
  * the busy-poll time; after a wait longer than the current poll time but
- * within @max_ns the poll time is multiplied by @grow (0 means 2); after a
+ * within @max_ns the poll time is multiplied by @grow (0 means 2; any
+ * value is accepted, the product is capped at @max_ns); after a
  * wait longer than @max_ns it is divided by @shrink (0 means reset to 0).
  * While a handler without an io_poll callback is registered the context
  * does not busy-poll (QEMU's rule).  Any thread; takes effect at the next
@@ -179,7 +185,9 @@ AioBH *aio_bh_new(AioContext *ctx, AioBHFunc *cb, void *opaque);
  * already scheduled BH does nothing; a BH rescheduled from its own callback
  * runs on the following pass.  BHs scheduled by one thread run in the order
  * they were scheduled.  Lock-free; any thread.  Returns 0, or -ESHUTDOWN if
- * the context is closed (the BH will not run).
+ * the context is closed: this call scheduled nothing (a BH already queued
+ * before the close still runs during the close; one that was not never
+ * runs).
  */
 int aio_bh_schedule(AioBH *bh);
 
@@ -196,7 +204,9 @@ void aio_bh_cancel(AioBH *bh);
 /*
  * aio_bh_delete: cancel @bh and free it.  The free is deferred to the home
  * thread's next pass, so this is safe from any thread and from @bh's own
- * callback.  @bh must not be used afterwards.
+ * callback; after aio_context_close() (no next pass) it is deferred to the
+ * context's finalisation.  @bh must not be used afterwards (a schedule
+ * racing with the delete is harmless: it is refused or coalesced).
  */
 void aio_bh_delete(AioBH *bh);
 
@@ -235,6 +245,13 @@ void aio_set_fd_handler(AioContext *ctx, int fd, AioFdFunc *io_read,
  * aio_set_fd_poll_notify: tell the handler of @fd when a busy-poll phase
  * starts and ends (a virtqueue suppresses guest notifications meanwhile).
  * The handler must exist.  Same threads as aio_set_fd_handler().
+ * Contract: every live handler that heard @started == true later hears
+ * false.  A handler registered or replaced during a phase is brought in
+ * line on the home thread's next pass: told true inside a phase, and a
+ * replacement outside one is told false (even if it never heard true, as
+ * the handler it replaced may have), so set @poll_notify on a replacement
+ * right after aio_set_fd_handler().  Removed handlers are not called.
+ * Calls come from the home thread, as with the other callbacks.
  */
 void aio_set_fd_poll_notify(AioContext *ctx, int fd,
                             AioPollNotifyFunc *poll_notify);

@@ -28,6 +28,8 @@ typedef void ThreadPoolDoneFunc(void *opaque, int ret);
  * At @ctx's finalisation queued jobs complete with -ECANCELED and running
  * ones are waited for; their @done runs during the finalisation (in the
  * finalising thread when @ctx was already closed, e.g. a stopped IOThread).
+ * A submission made while @ctx is being finalised (from such a @done) is
+ * refused: it returns NULL and @done is never called.
  */
 ThreadPoolJob *thread_pool_submit(AioContext *ctx, ThreadPoolFunc *fn,
                                   void *arg, ThreadPoolDoneFunc *done,
@@ -44,7 +46,7 @@ bool thread_pool_cancel(ThreadPoolJob *job);
  * thread_pool_set_limits: at least @min and at most @max workers (@max >= 1,
  * @min <= @max; else -EINVAL); idle workers above @min exit after
  * @idle_timeout_ms (0 keeps the current timeout, default 10000).  Any
- * thread.
+ * thread.  -ESHUTDOWN while @ctx is being finalised.
  */
 int thread_pool_set_limits(AioContext *ctx, int min, int max,
                            int idle_timeout_ms);

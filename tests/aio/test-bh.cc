@@ -283,10 +283,38 @@ TEST_F(AioTest, RunSyncOnClosedContextFails)
 
 TEST_F(AioTest, CurrentContextFollowsHomeThread)
 {
+    aio_context_set_home_thread(ctx);
     EXPECT_EQ(aio_get_current_context(), ctx);
     EXPECT_TRUE(aio_context_in_home_thread(ctx));
     std::thread t([&] { EXPECT_FALSE(aio_context_in_home_thread(ctx)); });
     t.join();
+}
+
+// Issue 7, point 9: creating (and freeing) a context leaves the creating
+// thread's current context alone.
+TEST_F(AioTest, NewContextKeepsCurrentContext)
+{
+    aio_context_set_home_thread(ctx);
+    AioContext *other = aio_context_new(nullptr);
+    ASSERT_NE(other, nullptr);
+    EXPECT_EQ(aio_get_current_context(), ctx);
+    aio_context_unref(other);
+    EXPECT_EQ(aio_get_current_context(), ctx);
+}
+
+// Issue 7, point 9: after the close there is no next pass; a deleted BH is
+// freed by the finalisation (no leak report, never run).
+TEST(AioClosed, DeleteAfterCloseIsFreedAtFinalisation)
+{
+    Counter c;
+    AioContext *c2 = aio_context_new(nullptr);
+    AioBH *bh = aio_bh_new(c2, count_cb, &c);
+    aio_context_close(c2);
+    EXPECT_EQ(aio_bh_schedule(bh), -ESHUTDOWN);
+    aio_bh_delete(bh);
+    EXPECT_EQ(aio_bh_schedule(bh), -ESHUTDOWN); // still valid memory
+    aio_context_unref(c2);
+    EXPECT_EQ(c.n, 0);
 }
 
 #if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)

@@ -150,6 +150,23 @@ TEST_F(AioTest, HandlerWithoutPollDisablesBusyPolling)
     }
 }
 
+// Issue 7, point 9: poll_ns * poll_grow must not overflow; the window is
+// capped at poll_max_ns whatever the grow factor.
+TEST_F(AioTest, HugePollGrowIsCapped)
+{
+    const int64_t max_ns = 1000 * 1000 * 1000LL;
+    ASSERT_EQ(aio_context_set_poll_params(ctx, max_ns, INT64_MAX, 0), 0);
+    aio_poll(ctx, false);
+    for (int i = 0; i < 5; i++) {
+        aio_pass_with_wait(ctx, 100);
+        int64_t ns = aio_context_get_poll_ns(ctx);
+        EXPECT_GE(ns, 0);
+        EXPECT_LE(ns, max_ns);
+    }
+    aio_context_set_poll_params(ctx, 0, 0, 0);
+    aio_poll(ctx, false);
+}
+
 // Two contexts in two threads bounce a token: every hop needs a wake-up
 // of a thread that is (about to be) asleep.  A lost wake-up hangs, which
 // the deadline turns into a failure.

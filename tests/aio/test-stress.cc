@@ -3,6 +3,8 @@
 // context.  Exact counts, no hang.  CI also runs it under TSan.
 #include "aio-test.h"
 
+#include <errno.h>
+
 #include <vector>
 
 namespace {
@@ -141,6 +143,69 @@ TEST(AioStress, EventNotifierCountsAreExact)
     aio_set_event_notifier(ctx, &e, nullptr, nullptr, nullptr);
     event_notifier_cleanup(&e);
     aio_context_unref(ctx);
+}
+
+// Two threads meet at each round's start (spinning: both run at once).
+class SpinBarrier {
+public:
+    explicit SpinBarrier(int n) : n_(n) {}
+    void wait()
+    {
+        int gen = gen_.load();
+        if (count_.fetch_add(1) + 1 == n_) {
+            count_.store(0);
+            gen_.fetch_add(1);
+            return;
+        }
+        while (gen_.load() == gen) {
+        }
+    }
+
+private:
+    const int n_;
+    std::atomic<int> count_{0}, gen_{0};
+};
+
+// Issue 7, point 7: on a closed context, concurrent schedules of one BH are
+// all refused (none is told 0 for a BH that never runs), and a schedule
+// racing with aio_bh_delete() neither leaks the BH (finalisation aborts on
+// a live BH) nor touches freed memory (ASan).
+TEST(AioStress, ScheduleDeleteRaceOnClosedContext)
+{
+    constexpr int kRounds = 300;
+    AioContext *ctx = aio_context_new(nullptr);
+    aio_context_close(ctx);
+    std::atomic<int> ran{0}, wrong_rc{0};
+    auto count = [](void *o) { static_cast<std::atomic<int> *>(o)->fetch_add(1); };
+    std::vector<AioBH *> both(kRounds), racy(kRounds);
+    for (int r = 0; r < kRounds; r++) {
+        both[r] = aio_bh_new(ctx, count, &ran);
+        racy[r] = aio_bh_new(ctx, count, &ran);
+    }
+    SpinBarrier barrier(2);
+    auto worker = [&](bool deleter) {
+        for (int r = 0; r < kRounds; r++) {
+            barrier.wait();
+            if (aio_bh_schedule(both[r]) != -ESHUTDOWN) {
+                wrong_rc.fetch_add(1);
+            }
+            barrier.wait();
+            if (deleter) {
+                aio_bh_delete(racy[r]);
+            } else if (aio_bh_schedule(racy[r]) != -ESHUTDOWN) {
+                wrong_rc.fetch_add(1);
+            }
+        }
+    };
+    std::thread t1(worker, false), t2(worker, true);
+    t1.join();
+    t2.join();
+    for (AioBH *bh : both) {
+        aio_bh_delete(bh);
+    }
+    EXPECT_EQ(wrong_rc.load(), 0) << "a schedule on a closed context was accepted";
+    EXPECT_EQ(ran.load(), 0);
+    aio_context_unref(ctx); // aborts on a leaked (live) BH
 }
 
 } // namespace

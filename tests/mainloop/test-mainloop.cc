@@ -55,6 +55,12 @@ protected:
     }
 };
 
+// Issue 7, point 9: the main context, not the fd context, is current.
+TEST_F(MainLoop, MainContextIsCurrentAfterInit)
+{
+    EXPECT_EQ(aio_get_current_context(), main_loop_get_aio_context());
+}
+
 TEST_F(MainLoop, InitNamesThreadAndTakesBql)
 {
     EXPECT_EQ(SelfName(), "shardvm");

@@ -350,4 +350,41 @@ TEST_F(ThreadPool, JobOutlivingItsIOThreadStillCompletes)
     EXPECT_TRUE(pthread_equal(rec.threads[0], pthread_self()));
 }
 
+// Issue 7, point 3: a done callback run during the context's finalisation
+// submits again.  The submission is refused (NULL, its done never runs):
+// no second pool on the dying context, whose worker would later schedule a
+// BH on freed memory (ASan).
+struct Resubmit {
+    AioContext *ctx;
+    int first_done = 0;
+    int second_done = 0;
+    bool refused = false;
+};
+
+void ResubmitSecondDone(void *opaque, int ret)
+{
+    static_cast<Resubmit *>(opaque)->second_done++;
+}
+
+void ResubmitFirstDone(void *opaque, int ret)
+{
+    auto *r = static_cast<Resubmit *>(opaque);
+    r->first_done++;
+    ThreadPoolJob *j = thread_pool_submit(r->ctx, Return42, nullptr,
+                                          ResubmitSecondDone, r);
+    r->refused = (j == nullptr);
+}
+
+TEST_F(ThreadPool, SubmitFromDoneDuringFinalisationIsRefused)
+{
+    Resubmit r{ctx};
+    thread_pool_submit(ctx, Return42, nullptr, ResubmitFirstDone, &r);
+    aio_context_unref(ctx); // waits for the job, runs its done callback
+    ctx = nullptr;
+    EXPECT_EQ(r.first_done, 1);
+    EXPECT_TRUE(r.refused);
+    EXPECT_EQ(r.second_done, 0);
+    EXPECT_EQ(CountThreadsNamed("worker"), 0);
+}
+
 } // namespace
