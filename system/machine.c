@@ -6,6 +6,7 @@
 #include "shardvm/debug-exit.h"
 #include "shardvm/error.h"
 #include "shardvm/iothread.h"
+#include "shardvm/machine-event.h"
 #include "shardvm/main-loop.h"
 #include "shardvm/memory.h"
 #include "shardvm/multiboot.h"
@@ -27,9 +28,9 @@ struct Machine {
     DebugExit *debug_exit;   /* NULL without -device isa-debug-exit */
     GPtrArray *iothreads;    /* IOThread *, in command-line order */
 
-    /* Written by vCPU threads (first writer wins), read at exit. */
-    atomic_int exit_status;  /* isa-debug-exit status, -1: none */
-    atomic_int stop_reason;  /* VMStopReason of a vCPU stop, 0: none */
+    /* The first of debug-exit, vCPU stop and host stop: one atomic word,
+     * written by vCPU threads and the main loop (first writer wins). */
+    MachineEvent event;
 };
 
 /* ---- COM1 ------------------------------------------------------------ */
@@ -46,7 +47,8 @@ static void machine_serial_output(void *opaque, const uint8_t *buf,
      * whatever they print meanwhile (e.g. a fault in the guest's parking
      * code) is dropped to keep the output identical.
      */
-    if (atomic_load_explicit(&m->exit_status, memory_order_acquire) >= 0) {
+    uint32_t v;
+    if (machine_event_get(&m->event, &v) == MACHINE_EVENT_DEBUG_EXIT) {
         return;
     }
     chardev_write(m->chardev, buf, len);
@@ -118,14 +120,11 @@ static int machine_add_serial(Machine *m, const ShardvmOptions *o,
 /* ---- stop requests ----------------------------------------------------- */
 
 /* isa-debug-exit written: on the vCPU thread. */
-static void machine_debug_exit(void *opaque, int status)
+static void machine_debug_exit(void *opaque, unsigned status)
 {
     Machine *m = opaque;
-    int none = -1;
     /* Pairs with the acquire load in machine_serial_output(). */
-    atomic_compare_exchange_strong_explicit(&m->exit_status, &none, status,
-                                            memory_order_acq_rel,
-                                            memory_order_acquire);
+    machine_event_record(&m->event, MACHINE_EVENT_DEBUG_EXIT, status);
     main_loop_request_shutdown(SHUTDOWN_GUEST);
 }
 
@@ -135,12 +134,13 @@ static void machine_vcpu_stop(void *opaque, VM *vm, int cpu_index,
                               VMStopReason reason)
 {
     Machine *m = opaque;
-    int none = 0;
     bool guest = reason == VM_STOP_GUEST_SHUTDOWN ||
                  reason == VM_STOP_GUEST_RESET ||
                  reason == VM_STOP_GUEST_POWEROFF;
 
-    atomic_compare_exchange_strong(&m->stop_reason, &none, (int)reason);
+    /* The exit status follows the recorded event alone; the main loop's
+     * shutdown reason only says that it should stop. */
+    machine_event_record(&m->event, MACHINE_EVENT_VCPU_STOP, reason);
     main_loop_request_shutdown(guest ? SHUTDOWN_GUEST : SHUTDOWN_ERROR);
 }
 
@@ -207,8 +207,7 @@ static int machine_load_kernel(Machine *m, const ShardvmOptions *o,
 Machine *machine_new(const ShardvmOptions *o, GError **errp)
 {
     Machine *m = g_new0(Machine, 1);
-    atomic_init(&m->exit_status, -1);
-    atomic_init(&m->stop_reason, 0);
+    machine_event_init(&m->event);
     m->iothreads = g_ptr_array_new();
 
     if (!o->kernel) {
@@ -273,30 +272,14 @@ int machine_start(Machine *m, GError **errp)
 
 int machine_exit_status(Machine *m, int shutdown_reason)
 {
-    int status = atomic_load(&m->exit_status);
-    int stop = atomic_load(&m->stop_reason);
-
-    if (status >= 0) {
-        return status; /* isa-debug-exit: (value << 1) | 1 */
+    char *msg;
+    int status = machine_event_exit_status(&m->event, shutdown_reason,
+                                           main_loop_shutdown_signal(), &msg);
+    if (msg) {
+        fprintf(stderr, "shardvm: %s\n", msg);
+        g_free(msg);
     }
-    switch (shutdown_reason) {
-    case SHUTDOWN_HOST_SIGNAL:
-        fprintf(stderr, "shardvm: terminating on signal %d\n",
-                main_loop_shutdown_signal());
-        return 0;
-    case SHUTDOWN_GUEST:
-        fprintf(stderr, "shardvm: guest %s, exiting\n",
-                stop == VM_STOP_GUEST_SHUTDOWN ? "triple fault (reset)"
-                : stop == VM_STOP_GUEST_RESET ? "reset"
-                : "power-off");
-        return 0;
-    case SHUTDOWN_HOST_QMP:
-        return 0;
-    default:
-        fprintf(stderr, "shardvm: stopped after a vCPU error (reason %d)\n",
-                stop);
-        return 1;
-    }
+    return status;
 }
 
 void machine_free(Machine *m)

@@ -22,7 +22,7 @@ protected:
         address_space_free(pio_);
         shardvm_rcu_drain();
     }
-    static void Exit(void *opaque, int status)
+    static void Exit(void *opaque, unsigned status)
     {
         static_cast<DebugExitTest *>(opaque)->calls_.push_back(status);
     }
@@ -35,16 +35,46 @@ protected:
 
     AddressSpace *pio_ = nullptr;
     DebugExit *dev_ = nullptr;
-    std::vector<int> calls_;
+    std::vector<unsigned> calls_;
 };
 
 TEST_F(DebugExitTest, StatusIsValueShiftedOrOne)
 {
     Create();
-    EXPECT_EQ(debug_exit_status(dev_), -1);
+    unsigned st = 1234;
+    EXPECT_FALSE(debug_exit_get_status(dev_, &st));
     EXPECT_TRUE(address_space_write(pio_, 0xf4, 4, 5));
-    ASSERT_EQ(calls_, std::vector<int>{ 11 });
-    EXPECT_EQ(debug_exit_status(dev_), 11);
+    ASSERT_EQ(calls_, std::vector<unsigned>{ 11 });
+    ASSERT_TRUE(debug_exit_get_status(dev_, &st));
+    EXPECT_EQ(st, 11u);
+}
+
+// QEMU: exit((v << 1) | 1), of which the OS keeps 8 bits.  Bits 30 and 31
+// must not turn a failing guest into status 0 or "not written".
+TEST_F(DebugExitTest, HighBitsGiveQemusTruncatedStatus)
+{
+    EXPECT_EQ(debug_exit_status_of(0xffffffffu), 255u);
+    EXPECT_EQ(debug_exit_status_of(0x40000000u), 1u);
+    EXPECT_EQ(debug_exit_status_of(0x80000000u), 1u);
+    EXPECT_EQ(debug_exit_status_of(0x7fu), 255u);
+    EXPECT_EQ(debug_exit_status_of(0x80u), 1u);
+    Create();
+    unsigned st = 0;
+    EXPECT_TRUE(address_space_write(pio_, 0xf4, 4, 0xffffffffu));
+    ASSERT_EQ(calls_, std::vector<unsigned>{ 255 });
+    ASSERT_TRUE(debug_exit_get_status(dev_, &st));
+    EXPECT_EQ(st, 255u);
+}
+
+TEST_F(DebugExitTest, Bit30WriteIsRecordedAndLaterWritesIgnored)
+{
+    Create();
+    unsigned st = 0;
+    EXPECT_TRUE(address_space_write(pio_, 0xf4, 4, 0x40000000u));
+    EXPECT_TRUE(address_space_write(pio_, 0xf4, 4, 3));
+    ASSERT_EQ(calls_, std::vector<unsigned>{ 1 });
+    ASSERT_TRUE(debug_exit_get_status(dev_, &st));
+    EXPECT_EQ(st, 1u);
 }
 
 TEST_F(DebugExitTest, FirstWriteWins)
@@ -52,8 +82,10 @@ TEST_F(DebugExitTest, FirstWriteWins)
     Create();
     address_space_write(pio_, 0xf4, 1, 0);
     address_space_write(pio_, 0xf5, 1, 3);
-    EXPECT_EQ(calls_, std::vector<int>{ 1 });
-    EXPECT_EQ(debug_exit_status(dev_), 1);
+    EXPECT_EQ(calls_, std::vector<unsigned>{ 1 });
+    unsigned st = 0;
+    ASSERT_TRUE(debug_exit_get_status(dev_, &st));
+    EXPECT_EQ(st, 1u);
 }
 
 TEST_F(DebugExitTest, ReadsAllOnesAndPortsOutsideAreNotTaken)
