@@ -71,7 +71,9 @@ static void machine_serial_input(void *opaque, const uint8_t *buf,
  * Port accesses to the UART.  The region is lock-free (no BQL): the port
  * serialises itself with its mutex, and a vCPU printing a line must not
  * wait for the main loop to finish an iteration for every byte.  Wider
- * accesses (rare: "outw" to 0x3f8) are split into bytes, low port first.
+ * accesses (rare: "outw" to 0x3f8) are split into bytes, low port first;
+ * the address space already cut off the bytes past port 0x3ff (they go
+ * to whoever owns those ports), so offset + i stays below 8.
  */
 static uint64_t machine_serial_pio_read(void *opaque, uint64_t offset,
                                         unsigned size)
@@ -79,7 +81,7 @@ static uint64_t machine_serial_pio_read(void *opaque, uint64_t offset,
     Machine *m = opaque;
     uint64_t v = 0;
     for (unsigned i = 0; i < size; i++) {
-        v |= (uint64_t)serial_read(m->serial, (unsigned)(offset + i) & 7)
+        v |= (uint64_t)serial_read(m->serial, (unsigned)(offset + i))
              << (8 * i);
     }
     return v;
@@ -90,7 +92,7 @@ static void machine_serial_pio_write(void *opaque, uint64_t offset,
 {
     Machine *m = opaque;
     for (unsigned i = 0; i < size; i++) {
-        serial_write(m->serial, (unsigned)(offset + i) & 7,
+        serial_write(m->serial, (unsigned)(offset + i),
                      (uint8_t)(value >> (8 * i)));
     }
 }
