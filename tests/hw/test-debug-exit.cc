@@ -6,6 +6,9 @@
 
 #include "shardvm/debug-exit.h"
 #include "shardvm/rcu.h"
+#include "shardvm/vm.h"
+
+#include <string>
 
 namespace {
 
@@ -106,6 +109,35 @@ TEST_F(DebugExitTest, TakenPortsAreAnError)
     EXPECT_EQ(again, nullptr);
     ASSERT_NE(err, nullptr);
     g_error_free(err);
+}
+
+// Issue 8 point 8: the in-kernel PIC, PIT, speaker port and ELCR answer
+// their ports inside KVM, so a debug-exit there could never fire: refused
+// with a message naming the owner.  (No KVM needed: the reservation is a
+// plain port-space call that vm_new() makes.)
+TEST_F(DebugExitTest, InKernelDevicePortsAreRefused)
+{
+    GError *err = nullptr;
+    ASSERT_EQ(vm_reserve_in_kernel_ports(pio_, &err), 0);
+    const struct { uint16_t base, size; const char *owner; } taken[] = {
+        { 0x20, 1, "PIC (master)" }, { 0x1e, 4, "PIC (master)" },
+        { 0x21, 1, "PIC (master)" }, { 0xa0, 2, "PIC (slave)" },
+        { 0x40, 4, "PIT" },          { 0x43, 1, "PIT" },
+        { 0x61, 1, "PIT speaker" },  { 0x60, 2, "PIT speaker" },
+        { 0x4d0, 2, "ELCR" },        { 0x4cf, 4, "ELCR" },
+    };
+    for (const auto &t : taken) {
+        err = nullptr;
+        DebugExit *d = debug_exit_new(pio_, t.base, t.size, Exit, this, &err);
+        EXPECT_EQ(d, nullptr) << std::hex << t.base;
+        ASSERT_NE(err, nullptr) << std::hex << t.base;
+        EXPECT_NE(std::string(err->message).find(t.owner), std::string::npos)
+            << err->message;
+        EXPECT_EQ(err->code, EEXIST);
+        g_error_free(err);
+        debug_exit_free(d);
+    }
+    Create(0xf4, 4); // the usual place is free
 }
 
 } // namespace
