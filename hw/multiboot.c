@@ -78,17 +78,62 @@ static uint8_t *ram_ptr(const MultibootParams *p, uint64_t gpa, uint64_t len)
     return NULL;
 }
 
-/* Copy @filesz bytes to guest @gpa and zero up to @memsz (bss). */
-static int place(const MultibootParams *p, uint64_t gpa, const uint8_t *src,
-                 uint64_t filesz, uint64_t memsz, const char *what,
+/*
+ * Everything the loader puts in guest RAM, so that no two objects share a
+ * byte: the fixed memory map and information structure, each kernel
+ * segment, the area of descriptors and strings, each module.
+ */
+typedef struct Placed {
+    uint64_t start, end;
+    char what[48];
+} Placed;
+typedef struct Layout {
+    GArray *obj; /* Placed, in placement order */
+} Layout;
+
+/* Record [start, end) as @what; an error naming both when it overlaps
+ * something already placed.  Empty ranges take no room.  (Quadratic, but
+ * there are a handful of segments and modules.) */
+static int claim(Layout *l, uint64_t start, uint64_t end, const char *what,
                  GError **errp)
 {
+    if (end <= start) {
+        return 0;
+    }
+    for (guint i = 0; i < l->obj->len; i++) {
+        const Placed *o = &g_array_index(l->obj, Placed, i);
+        if (start < o->end && o->start < end) {
+            return shardvm_error_set(errp, -ERANGE,
+                                     "%s (0x%" G_GINT64_MODIFIER "x-0x%"
+                                     G_GINT64_MODIFIER "x) overlaps %s (0x%"
+                                     G_GINT64_MODIFIER "x-0x%"
+                                     G_GINT64_MODIFIER "x)", what, start, end,
+                                     o->what, o->start, o->end);
+        }
+    }
+    Placed n = { start, end, "" };
+    g_strlcpy(n.what, what, sizeof(n.what));
+    g_array_append_val(l->obj, n);
+    return 0;
+}
+
+/* Copy @filesz bytes to guest @gpa and zero up to @memsz (bss), after
+ * checking that the range is RAM and overlaps nothing placed before. */
+static int place(const MultibootParams *p, Layout *l, uint64_t gpa,
+                 const uint8_t *src, uint64_t filesz, uint64_t memsz,
+                 const char *what, GError **errp)
+{
+    g_assert(filesz <= memsz);
     uint8_t *dst = ram_ptr(p, gpa, memsz);
-    if (memsz < filesz || gpa + memsz < gpa || !dst) {
+    if (gpa + memsz < gpa || !dst) {
         return shardvm_error_set(errp, -ERANGE,
                                  "%s at 0x%" G_GINT64_MODIFIER "x-0x%"
                                  G_GINT64_MODIFIER "x is outside guest RAM",
                                  what, gpa, gpa + memsz);
+    }
+    int r = claim(l, gpa, gpa + memsz, what, errp);
+    if (r < 0) {
+        return r;
     }
     memcpy(dst, src, filesz);
     memset(dst + filesz, 0, memsz - filesz);
@@ -147,7 +192,8 @@ static bool elf_segment(const uint8_t *ph, bool is64, Segment *s)
  * entry point is e_entry, translated to a physical address when it lies in
  * a segment linked at a different virtual address (higher-half kernels).
  */
-static int load_elf(const MultibootParams *p, Kernel *k, GError **errp)
+static int load_elf(const MultibootParams *p, Layout *l, Kernel *k,
+                    GError **errp)
 {
     const uint8_t *img = p->image;
     size_t size = p->image_size;
@@ -202,9 +248,16 @@ static int load_elf(const MultibootParams *p, Kernel *k, GError **errp)
         if (s.offset > size || s.filesz > size - s.offset) {
             goto truncated;
         }
+        if (s.filesz > s.memsz) {
+            return shardvm_error_set(errp, -EINVAL,
+                                     "ELF segment %u: p_filesz (0x%"
+                                     G_GINT64_MODIFIER "x) is larger than "
+                                     "p_memsz (0x%" G_GINT64_MODIFIER "x)",
+                                     i, s.filesz, s.memsz);
+        }
         char what[48];
         g_snprintf(what, sizeof(what), "ELF segment %u", i);
-        int r = place(p, s.paddr, img + s.offset, s.filesz, s.memsz, what,
+        int r = place(p, l, s.paddr, img + s.offset, s.filesz, s.memsz, what,
                       errp);
         if (r < 0) {
             return r;
@@ -239,8 +292,8 @@ truncated:
  * from (header offset - (header_addr - load_addr)) goes to load_addr, up to
  * load_end_addr (0: the end of the file), zeroed up to bss_end_addr.
  */
-static int load_kludge(const MultibootParams *p, size_t hdr, Kernel *k,
-                       GError **errp)
+static int load_kludge(const MultibootParams *p, Layout *l, size_t hdr,
+                       Kernel *k, GError **errp)
 {
     const uint8_t *h = p->image + hdr;
     if (hdr + 32 > p->image_size) {
@@ -286,7 +339,7 @@ static int load_kludge(const MultibootParams *p, size_t hdr, Kernel *k,
         }
         mem_size = bss_end - load_addr;
     }
-    int r = place(p, load_addr, p->image + file_off, load_size, mem_size,
+    int r = place(p, l, load_addr, p->image + file_off, load_size, mem_size,
                   "kernel image", errp);
     if (r < 0) {
         return r;
@@ -365,7 +418,7 @@ static uint32_t put_string(uint8_t *area, uint64_t area_gpa, uint64_t *cur,
  * Write module descriptors, strings, the modules and the information
  * structure; the area starts at the first page after the kernel.
  */
-static int write_info(const MultibootParams *p, const Kernel *k,
+static int write_info(const MultibootParams *p, Layout *l, const Kernel *k,
                       MultibootBoot *boot, GError **errp)
 {
     const char *append = p->append ? p->append : "";
@@ -377,6 +430,11 @@ static int write_info(const MultibootParams *p, const Kernel *k,
                                  "no guest RAM below 4 GiB for the multiboot "
                                  "information after the kernel (0x%"
                                  G_GINT64_MODIFIER "x)", area);
+    }
+    int r = claim(l, area, area + area_size, "module list and command lines",
+                  errp);
+    if (r < 0) {
+        return r;
     }
 
     /* Modules, each page aligned, after the descriptors and strings. */
@@ -390,7 +448,7 @@ static int write_info(const MultibootParams *p, const Kernel *k,
             return shardvm_error_set(errp, -ERANGE,
                                      "%s does not fit below 4 GiB", what);
         }
-        int r = place(p, mod_gpa, m->data, m->size, m->size, what, errp);
+        r = place(p, l, mod_gpa, m->data, m->size, m->size, what, errp);
         if (r < 0) {
             return r;
         }
@@ -450,54 +508,61 @@ int multiboot_load(const MultibootParams *p, MultibootBoot *boot,
     const uint8_t *img = p->image;
     size_t size = p->image_size;
     Kernel k = { 0 };
+    Layout layout = { g_array_new(FALSE, FALSE, sizeof(Placed)) };
+    Layout *l = &layout;
     int r;
 
     if (size == 0) {
-        return shardvm_error_set(errp, -ENOEXEC, "the file is empty");
+        r = shardvm_error_set(errp, -ENOEXEC, "the file is empty");
+        goto out;
     }
     if (size >= LINUX_HDRS_OFFSET + 4 &&
         ld32(img + LINUX_HDRS_OFFSET) == LINUX_HDRS_MAGIC) {
-        return shardvm_error_set(errp, -ENOEXEC,
-                                 "a Linux bzImage is not supported: shardvm "
-                                 "boots multiboot v1 kernels");
+        r = shardvm_error_set(errp, -ENOEXEC,
+                              "a Linux bzImage is not supported: shardvm "
+                              "boots multiboot v1 kernels");
+        goto out;
     }
     long hdr = multiboot_find_header(img, size);
     bool elf = is_elf(img, size);
     if (hdr < 0) {
-        return shardvm_error_set(errp, -ENOEXEC,
-                                 "no multiboot header in the first %d bytes "
-                                 "(%s): shardvm boots multiboot v1 kernels",
-                                 MULTIBOOT_SEARCH_LIMIT,
-                                 elf ? "an ELF file" : "not an ELF file");
+        r = shardvm_error_set(errp, -ENOEXEC,
+                              "no multiboot header in the first %d bytes "
+                              "(%s): shardvm boots multiboot v1 kernels",
+                              MULTIBOOT_SEARCH_LIMIT,
+                              elf ? "an ELF file" : "not an ELF file");
+        goto out;
+    }
+    /* The fixed structures first: every later object is checked against
+     * them (the memory map and information are written last). */
+    r = claim(l, MULTIBOOT_MMAP_ADDR, MULTIBOOT_MBI_ADDR + MBI_SIZE,
+              "the multiboot information", errp);
+    if (r < 0) {
+        goto out;
     }
     uint32_t flags = ld32(img + hdr + 4);
     if (flags & MULTIBOOT_HEADER_ADDR_FLAG) {
-        r = load_kludge(p, (size_t)hdr, &k, errp);
+        r = load_kludge(p, l, (size_t)hdr, &k, errp);
     } else if (elf) {
-        r = load_elf(p, &k, errp);
+        r = load_elf(p, l, &k, errp);
     } else {
         r = shardvm_error_set(errp, -ENOEXEC,
                               "not an ELF file and its multiboot header has "
                               "no address fields (flag bit 16)");
     }
     if (r < 0) {
-        return r;
+        goto out;
     }
-    if (k.low < MULTIBOOT_MBI_ADDR + MBI_SIZE && k.high > MULTIBOOT_MMAP_ADDR) {
-        return shardvm_error_set(errp, -ERANGE,
-                                 "the kernel (0x%" G_GINT64_MODIFIER "x-0x%"
-                                 G_GINT64_MODIFIER "x) overlaps the multiboot "
-                                 "information at 0x%x", k.low, k.high,
-                                 MULTIBOOT_MMAP_ADDR);
-    }
-    r = write_info(p, &k, boot, errp);
+    r = write_info(p, l, &k, boot, errp);
     if (r < 0) {
-        return r;
+        goto out;
     }
     boot->entry = (uint32_t)k.entry;
     boot->kernel_start = k.low;
     boot->kernel_end = k.high;
-    return 0;
+out:
+    g_array_free(layout.obj, TRUE);
+    return r;
 }
 
 char **multiboot_split_modules(const char *initrd)
