@@ -13,11 +13,15 @@
  */
 #include "shardvm/multiboot.h"
 #include "shardvm/error.h"
+#include "shardvm/main-loop.h"
 
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define PAGE_SIZE 4096u
 #define PAGE_ALIGN(x) (((x) + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1))
@@ -590,70 +594,172 @@ char **multiboot_split_modules(const char *initrd)
     return (char **)g_ptr_array_free(out, FALSE);
 }
 
-/* Read a whole file; the message says "cannot read <what> '<path>': why". */
-static int read_file(const char *what, const char *path, gchar **data,
-                     gsize *size, GError **errp)
+/* How much a file read does between two looks at pending signals. */
+#define READ_CHUNK (16u << 20)
+
+static const char *file_kind(mode_t m)
 {
-    GError *err = NULL;
-    if (!g_file_get_contents(path, data, size, &err)) {
-        /* g_file_get_contents() keeps errno in its GFileError only. */
-        int e = err->code == G_FILE_ERROR_NOENT ? ENOENT
-                : err->code == G_FILE_ERROR_ACCES ? EACCES
-                : err->code == G_FILE_ERROR_ISDIR ? EISDIR : EIO;
-        g_error_free(err);
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO"
+           : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+           : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+/*
+ * Read the whole file @path into *@data.  It must be a regular file of at
+ * most @limit bytes, checked with fstat() before anything is read (a FIFO,
+ * /dev/zero or an 8 GiB sparse file are refused at once).  The open is
+ * non-blocking, so a FIFO without a writer cannot hang it.  Pending
+ * SIGTERM/SIGINT/SIGHUP are looked at between chunks.  Messages name the
+ * file and keep the errno text: "cannot read kernel 'F': Not a directory".
+ */
+static int read_file(const char *what, const char *path, uint64_t limit,
+                     uint8_t **data, size_t *size, GError **errp)
+{
+    struct stat st;
+    int r = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+
+    *data = NULL;
+    *size = 0;
+    if (fd < 0) {
+        int e = errno;
         return shardvm_error_set(errp, -e, "cannot read %s '%s': %s", what,
                                  path, g_strerror(e));
     }
-    return 0;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        r = shardvm_error_set(errp, -e, "cannot read %s '%s': %s", what, path,
+                              g_strerror(e));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        r = shardvm_error_set(errp, -EINVAL, "cannot read %s '%s': %s, not a "
+                              "regular file", what, path,
+                              file_kind(st.st_mode));
+        goto out;
+    }
+    if ((uint64_t)st.st_size > limit) {
+        r = shardvm_error_set(errp, -EFBIG, "cannot read %s '%s': %"
+                              G_GUINT64_FORMAT " bytes is more than the "
+                              "%" G_GUINT64_FORMAT " bytes of guest RAM left",
+                              what, path, (uint64_t)st.st_size, limit);
+        goto out;
+    }
+    size_t len = (size_t)st.st_size;
+    uint8_t *buf = g_try_malloc(len ? len : 1);
+    if (!buf) {
+        r = shardvm_error_set(errp, -ENOMEM, "cannot read %s '%s': %s", what,
+                              path, g_strerror(ENOMEM));
+        goto out;
+    }
+    size_t done = 0;
+    while (done < len) {
+        if (main_loop_poll_signals() == SHUTDOWN_HOST_SIGNAL) {
+            r = shardvm_error_set(errp, -EINTR, "reading %s '%s' "
+                                  "interrupted by signal %d", what, path,
+                                  main_loop_shutdown_signal());
+            break;
+        }
+        ssize_t n = pread(fd, buf + done, MIN(len - done, READ_CHUNK),
+                          (off_t)done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            r = shardvm_error_set(errp, -e, "cannot read %s '%s': %s", what,
+                                  path, n < 0 ? g_strerror(e)
+                                  : "the file shrank while being read");
+            break;
+        }
+        done += (size_t)n;
+    }
+    if (r < 0) {
+        g_free(buf);
+        goto out;
+    }
+    *data = buf;
+    *size = len;
+out:
+    close(fd);
+    return r;
+}
+
+int multiboot_files_read(const char *kernel_path, const char *initrd,
+                         uint64_t limit, MultibootFiles *f, GError **errp)
+{
+    memset(f, 0, sizeof(*f));
+    f->cmdlines = multiboot_split_modules(initrd);
+    f->n_modules = g_strv_length(f->cmdlines);
+    f->modules = g_new0(MultibootModule, f->n_modules ? f->n_modules : 1);
+
+    int r = read_file("kernel", kernel_path, limit, &f->image,
+                      &f->image_size, errp);
+    uint64_t left = limit - f->image_size;
+    for (size_t i = 0; r == 0 && i < f->n_modules; i++) {
+        /* The file name ends at the first space; the rest are arguments. */
+        char *file = g_strndup(f->cmdlines[i], strcspn(f->cmdlines[i], " "));
+        uint8_t *data;
+        size_t size;
+        r = read_file("module", file, left, &data, &size, errp);
+        g_free(file);
+        if (r == 0) {
+            f->modules[i] = (MultibootModule){ data, size, f->cmdlines[i] };
+            left -= size;
+        }
+    }
+    if (r < 0) {
+        multiboot_files_clear(f);
+    }
+    return r;
+}
+
+void multiboot_files_clear(MultibootFiles *f)
+{
+    for (size_t i = 0; f->modules && i < f->n_modules; i++) {
+        g_free((gpointer)f->modules[i].data);
+    }
+    g_free(f->modules);
+    g_free(f->image);
+    g_strfreev(f->cmdlines);
+    memset(f, 0, sizeof(*f));
+}
+
+int multiboot_files_load(const MultibootFiles *f, const char *kernel_path,
+                         const char *append, const MultibootRam *ram,
+                         size_t n_ram, MultibootBoot *boot, GError **errp)
+{
+    MultibootParams p = {
+        .image = f->image, .image_size = f->image_size,
+        .kernel_name = kernel_path, .append = append,
+        .modules = f->modules, .n_modules = f->n_modules,
+        .ram = ram, .n_ram = n_ram,
+    };
+    GError *lerr = NULL;
+    int r = multiboot_load(&p, boot, &lerr);
+    if (r < 0) {
+        shardvm_error_set(errp, r, "cannot boot '%s': %s", kernel_path,
+                          lerr->message);
+        g_error_free(lerr);
+    }
+    return r;
 }
 
 int multiboot_load_files(const char *kernel_path, const char *append,
                          const char *initrd, const MultibootRam *ram,
                          size_t n_ram, MultibootBoot *boot, GError **errp)
 {
-    char **mods = multiboot_split_modules(initrd);
-    guint n = g_strv_length(mods);
-    MultibootModule *m = g_new0(MultibootModule, n ? n : 1);
-    gchar *image = NULL;
-    gsize image_size = 0;
-    int r = 0;
+    MultibootFiles f;
+    uint64_t total = 0;
 
-    r = read_file("kernel", kernel_path, &image, &image_size, errp);
-    if (r < 0) {
-        goto out;
+    for (size_t i = 0; i < n_ram; i++) {
+        total += ram[i].size;
     }
-    for (guint i = 0; i < n; i++) {
-        /* The file name ends at the first space; the rest are arguments. */
-        char *file = g_strndup(mods[i], strcspn(mods[i], " "));
-        gchar *data;
-        gsize size;
-        r = read_file("module", file, &data, &size, errp);
-        g_free(file);
-        if (r < 0) {
-            goto out;
-        }
-        m[i] = (MultibootModule){ (const uint8_t *)data, size, mods[i] };
+    int r = multiboot_files_read(kernel_path, initrd, total, &f, errp);
+    if (r == 0) {
+        r = multiboot_files_load(&f, kernel_path, append, ram, n_ram, boot,
+                                 errp);
+        multiboot_files_clear(&f);
     }
-
-    MultibootParams p = {
-        .image = (const uint8_t *)image, .image_size = image_size,
-        .kernel_name = kernel_path, .append = append,
-        .modules = m, .n_modules = n, .ram = ram, .n_ram = n_ram,
-    };
-    GError *lerr = NULL;
-    r = multiboot_load(&p, boot, &lerr);
-    if (r < 0) {
-        shardvm_error_set(errp, r, "cannot boot '%s': %s", kernel_path,
-                          lerr->message);
-        g_error_free(lerr);
-    }
-
-out:
-    for (guint i = 0; i < n; i++) {
-        g_free((gpointer)m[i].data);
-    }
-    g_free(m);
-    g_free(image);
-    g_strfreev(mods);
     return r;
 }

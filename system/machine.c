@@ -153,7 +153,7 @@ static void machine_vcpu_stop(void *opaque, VM *vm, int cpu_index,
  * include/shardvm/vm.h) and point every vCPU at its entry.
  */
 static int machine_load_kernel(Machine *m, const ShardvmOptions *o,
-                               GError **errp)
+                               const MultibootFiles *files, GError **errp)
 {
     uint64_t ram = vm_get_ram_size(m->vm);
     uint64_t low = MIN(ram, VM_LOWMEM_MAX);
@@ -175,7 +175,7 @@ static int machine_load_kernel(Machine *m, const ShardvmOptions *o,
     }
 
     MultibootBoot boot;
-    int r = multiboot_load_files(o->kernel, o->append, o->initrd, ranges, n,
+    int r = multiboot_files_load(files, o->kernel, o->append, ranges, n,
                                  &boot, errp);
     if (r < 0) {
         return r;
@@ -206,8 +206,21 @@ static int machine_load_kernel(Machine *m, const ShardvmOptions *o,
 
 /* ---- life cycle -------------------------------------------------------- */
 
+/* A signal that arrived during startup ends it (main.c reports it as a
+ * normal signal exit). */
+static bool machine_startup_interrupted(GError **errp)
+{
+    if (main_loop_poll_signals() != SHUTDOWN_HOST_SIGNAL) {
+        return false;
+    }
+    shardvm_error_set(errp, -EINTR, "start-up interrupted by signal %d",
+                      main_loop_shutdown_signal());
+    return true;
+}
+
 Machine *machine_new(const ShardvmOptions *o, GError **errp)
 {
+    MultibootFiles files = { 0 };
     Machine *m = g_new0(Machine, 1);
     machine_event_init(&m->event);
     m->iothreads = g_ptr_array_new();
@@ -223,14 +236,27 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
         goto fail;
     }
 
+    /*
+     * The files first: they are checked (regular, no larger than RAM) and
+     * read before the VM costs anything, and a bad one is reported
+     * without /dev/kvm.
+     */
+    if (multiboot_files_read(o->kernel, o->initrd, o->ram_size, &files,
+                             errp) < 0 ||
+        machine_startup_interrupted(errp)) {
+        goto fail;
+    }
+
     VMConfig cfg = {
         .ram_size = o->ram_size,
         .nr_vcpus = (int)o->cpus,
         .stop_request = machine_vcpu_stop,
         .stop_opaque = m,
     };
+    /* KVM_SET_USER_MEMORY_REGION of a large -m (1T: seconds) cannot be
+     * interrupted; a signal meanwhile is handled right after it. */
     m->vm = vm_new(&cfg, errp);
-    if (!m->vm) {
+    if (!m->vm || machine_startup_interrupted(errp)) {
         goto fail;
     }
     if (machine_add_serial(m, o, errp) < 0) {
@@ -253,12 +279,15 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
         }
         g_ptr_array_add(m->iothreads, iot);
     }
-    if (machine_load_kernel(m, o, errp) < 0) {
+    if (machine_startup_interrupted(errp) ||
+        machine_load_kernel(m, o, &files, errp) < 0) {
         goto fail;
     }
+    multiboot_files_clear(&files);
     return m;
 
 fail:
+    multiboot_files_clear(&files);
     machine_free(m);
     return NULL;
 }
