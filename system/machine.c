@@ -37,8 +37,8 @@ struct Machine {
 
 /* The UART's callbacks.  They run under the port's own mutex on the vCPU
  * thread (output, IRQ) or the main loop (IRQ after input). */
-static void machine_serial_output(void *opaque, const uint8_t *buf,
-                                  size_t len)
+static size_t machine_serial_output(void *opaque, const uint8_t *buf,
+                                    size_t len)
 {
     Machine *m = opaque;
     /*
@@ -49,9 +49,10 @@ static void machine_serial_output(void *opaque, const uint8_t *buf,
      */
     uint32_t v;
     if (machine_event_get(&m->event, &v) == MACHINE_EVENT_DEBUG_EXIT) {
-        return;
+        return len;
     }
-    chardev_write(m->chardev, buf, len);
+    /* Never blocks: a full console buffer stops the UART's transmitter. */
+    return chardev_write(m->chardev, buf, len);
 }
 
 static void machine_serial_irq(void *opaque, bool level)
@@ -65,6 +66,26 @@ static void machine_serial_input(void *opaque, const uint8_t *buf,
 {
     Machine *m = opaque;
     serial_receive(m->serial, buf, len);
+}
+
+/* Input backpressure: stdin is read only while the UART has room. */
+static size_t machine_serial_can_read(void *opaque)
+{
+    Machine *m = opaque;
+    return serial_rx_room(m->serial);
+}
+
+static void machine_serial_rx_space(void *opaque)
+{
+    Machine *m = opaque;
+    chardev_input_resume(m->chardev);
+}
+
+/* The console took its backlog: restart the UART's transmitter. */
+static void machine_serial_writable(void *opaque)
+{
+    Machine *m = opaque;
+    serial_tx_retry(m->serial);
 }
 
 /*
@@ -113,6 +134,8 @@ static int machine_add_serial(Machine *m, const ShardvmOptions *o,
         return -EINVAL;
     }
     m->serial = serial_new(machine_serial_output, machine_serial_irq, m);
+    serial_set_rx_space_handler(m->serial, machine_serial_rx_space);
+    chardev_set_writable_handler(m->chardev, machine_serial_writable, m);
     m->serial_region = address_space_add(vm_get_pio_space(m->vm), "serial",
                                          SERIAL_COM1_BASE, SERIAL_NR_REGS,
                                          &machine_serial_ops, m, 0, errp);
@@ -296,7 +319,8 @@ int machine_start(Machine *m, GError **errp)
 {
     int r = vm_start(m->vm, errp);
     if (r == 0 && m->serial) {
-        chardev_set_input(m->chardev, machine_serial_input, m);
+        chardev_set_input(m->chardev, machine_serial_can_read,
+                          machine_serial_input, m);
     }
     return r;
 }
