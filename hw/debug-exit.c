@@ -9,23 +9,31 @@
 
 #include <stdatomic.h>
 
+#define DEBUG_EXIT_WRITTEN 0x100u
+
 struct DebugExit {
     AddressSpace *pio;      /* constant */
     IORegion *region;       /* main-loop thread */
     DebugExitFunc *fn;      /* constant */
     void *opaque;           /* constant */
-    atomic_int status;      /* -1 until the first write; then fixed */
+    /*
+     * 0 until the first write, then DEBUG_EXIT_WRITTEN | status, fixed.
+     * One word, so "written" and the status are published together and
+     * no status value can be mistaken for "not written".
+     */
+    atomic_uint state;
 };
 
 static void debug_exit_write(void *opaque, uint64_t offset, uint64_t value,
                              unsigned size)
 {
     DebugExit *d = opaque;
-    int expected = -1;
-    /* QEMU computes the status in an int and hands it to exit(). */
-    int status = (int)(((uint32_t)value << 1) | 1);
+    unsigned expected = 0;
+    /* QEMU calls exit((value << 1) | 1); the OS keeps the low 8 bits. */
+    unsigned status = debug_exit_status_of(value);
 
-    if (atomic_compare_exchange_strong(&d->status, &expected, status)) {
+    if (atomic_compare_exchange_strong(&d->state, &expected,
+                                       DEBUG_EXIT_WRITTEN | status)) {
         d->fn(d->opaque, status);
     }
 }
@@ -44,7 +52,7 @@ DebugExit *debug_exit_new(AddressSpace *pio, uint16_t iobase,
     d->pio = pio;
     d->fn = fn;
     d->opaque = opaque;
-    atomic_init(&d->status, -1);
+    atomic_init(&d->state, 0);
     d->region = address_space_add(pio, "isa-debug-exit", iobase, iosize,
                                   &debug_exit_ops, d, 0, errp);
     if (!d->region) {
@@ -62,7 +70,13 @@ void debug_exit_free(DebugExit *d)
     }
 }
 
-int debug_exit_status(DebugExit *d)
+bool debug_exit_get_status(DebugExit *d, unsigned *status)
 {
-    return atomic_load(&d->status);
+    unsigned v = atomic_load(&d->state);
+
+    if (!(v & DEBUG_EXIT_WRITTEN)) {
+        return false;
+    }
+    *status = v & 0xff;
+    return true;
 }

@@ -13,11 +13,15 @@
  */
 #include "shardvm/multiboot.h"
 #include "shardvm/error.h"
+#include "shardvm/main-loop.h"
 
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define PAGE_SIZE 4096u
 #define PAGE_ALIGN(x) (((x) + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1))
@@ -78,17 +82,62 @@ static uint8_t *ram_ptr(const MultibootParams *p, uint64_t gpa, uint64_t len)
     return NULL;
 }
 
-/* Copy @filesz bytes to guest @gpa and zero up to @memsz (bss). */
-static int place(const MultibootParams *p, uint64_t gpa, const uint8_t *src,
-                 uint64_t filesz, uint64_t memsz, const char *what,
+/*
+ * Everything the loader puts in guest RAM, so that no two objects share a
+ * byte: the fixed memory map and information structure, each kernel
+ * segment, the area of descriptors and strings, each module.
+ */
+typedef struct Placed {
+    uint64_t start, end;
+    char what[48];
+} Placed;
+typedef struct Layout {
+    GArray *obj; /* Placed, in placement order */
+} Layout;
+
+/* Record [start, end) as @what; an error naming both when it overlaps
+ * something already placed.  Empty ranges take no room.  (Quadratic, but
+ * there are a handful of segments and modules.) */
+static int claim(Layout *l, uint64_t start, uint64_t end, const char *what,
                  GError **errp)
 {
+    if (end <= start) {
+        return 0;
+    }
+    for (guint i = 0; i < l->obj->len; i++) {
+        const Placed *o = &g_array_index(l->obj, Placed, i);
+        if (start < o->end && o->start < end) {
+            return shardvm_error_set(errp, -ERANGE,
+                                     "%s (0x%" G_GINT64_MODIFIER "x-0x%"
+                                     G_GINT64_MODIFIER "x) overlaps %s (0x%"
+                                     G_GINT64_MODIFIER "x-0x%"
+                                     G_GINT64_MODIFIER "x)", what, start, end,
+                                     o->what, o->start, o->end);
+        }
+    }
+    Placed n = { start, end, "" };
+    g_strlcpy(n.what, what, sizeof(n.what));
+    g_array_append_val(l->obj, n);
+    return 0;
+}
+
+/* Copy @filesz bytes to guest @gpa and zero up to @memsz (bss), after
+ * checking that the range is RAM and overlaps nothing placed before. */
+static int place(const MultibootParams *p, Layout *l, uint64_t gpa,
+                 const uint8_t *src, uint64_t filesz, uint64_t memsz,
+                 const char *what, GError **errp)
+{
+    g_assert(filesz <= memsz);
     uint8_t *dst = ram_ptr(p, gpa, memsz);
-    if (memsz < filesz || gpa + memsz < gpa || !dst) {
+    if (gpa + memsz < gpa || !dst) {
         return shardvm_error_set(errp, -ERANGE,
                                  "%s at 0x%" G_GINT64_MODIFIER "x-0x%"
                                  G_GINT64_MODIFIER "x is outside guest RAM",
                                  what, gpa, gpa + memsz);
+    }
+    int r = claim(l, gpa, gpa + memsz, what, errp);
+    if (r < 0) {
+        return r;
     }
     memcpy(dst, src, filesz);
     memset(dst + filesz, 0, memsz - filesz);
@@ -147,7 +196,8 @@ static bool elf_segment(const uint8_t *ph, bool is64, Segment *s)
  * entry point is e_entry, translated to a physical address when it lies in
  * a segment linked at a different virtual address (higher-half kernels).
  */
-static int load_elf(const MultibootParams *p, Kernel *k, GError **errp)
+static int load_elf(const MultibootParams *p, Layout *l, Kernel *k,
+                    GError **errp)
 {
     const uint8_t *img = p->image;
     size_t size = p->image_size;
@@ -202,9 +252,16 @@ static int load_elf(const MultibootParams *p, Kernel *k, GError **errp)
         if (s.offset > size || s.filesz > size - s.offset) {
             goto truncated;
         }
+        if (s.filesz > s.memsz) {
+            return shardvm_error_set(errp, -EINVAL,
+                                     "ELF segment %u: p_filesz (0x%"
+                                     G_GINT64_MODIFIER "x) is larger than "
+                                     "p_memsz (0x%" G_GINT64_MODIFIER "x)",
+                                     i, s.filesz, s.memsz);
+        }
         char what[48];
         g_snprintf(what, sizeof(what), "ELF segment %u", i);
-        int r = place(p, s.paddr, img + s.offset, s.filesz, s.memsz, what,
+        int r = place(p, l, s.paddr, img + s.offset, s.filesz, s.memsz, what,
                       errp);
         if (r < 0) {
             return r;
@@ -239,8 +296,8 @@ truncated:
  * from (header offset - (header_addr - load_addr)) goes to load_addr, up to
  * load_end_addr (0: the end of the file), zeroed up to bss_end_addr.
  */
-static int load_kludge(const MultibootParams *p, size_t hdr, Kernel *k,
-                       GError **errp)
+static int load_kludge(const MultibootParams *p, Layout *l, size_t hdr,
+                       Kernel *k, GError **errp)
 {
     const uint8_t *h = p->image + hdr;
     if (hdr + 32 > p->image_size) {
@@ -286,7 +343,7 @@ static int load_kludge(const MultibootParams *p, size_t hdr, Kernel *k,
         }
         mem_size = bss_end - load_addr;
     }
-    int r = place(p, load_addr, p->image + file_off, load_size, mem_size,
+    int r = place(p, l, load_addr, p->image + file_off, load_size, mem_size,
                   "kernel image", errp);
     if (r < 0) {
         return r;
@@ -365,7 +422,7 @@ static uint32_t put_string(uint8_t *area, uint64_t area_gpa, uint64_t *cur,
  * Write module descriptors, strings, the modules and the information
  * structure; the area starts at the first page after the kernel.
  */
-static int write_info(const MultibootParams *p, const Kernel *k,
+static int write_info(const MultibootParams *p, Layout *l, const Kernel *k,
                       MultibootBoot *boot, GError **errp)
 {
     const char *append = p->append ? p->append : "";
@@ -377,6 +434,11 @@ static int write_info(const MultibootParams *p, const Kernel *k,
                                  "no guest RAM below 4 GiB for the multiboot "
                                  "information after the kernel (0x%"
                                  G_GINT64_MODIFIER "x)", area);
+    }
+    int r = claim(l, area, area + area_size, "module list and command lines",
+                  errp);
+    if (r < 0) {
+        return r;
     }
 
     /* Modules, each page aligned, after the descriptors and strings. */
@@ -390,7 +452,7 @@ static int write_info(const MultibootParams *p, const Kernel *k,
             return shardvm_error_set(errp, -ERANGE,
                                      "%s does not fit below 4 GiB", what);
         }
-        int r = place(p, mod_gpa, m->data, m->size, m->size, what, errp);
+        r = place(p, l, mod_gpa, m->data, m->size, m->size, what, errp);
         if (r < 0) {
             return r;
         }
@@ -450,54 +512,61 @@ int multiboot_load(const MultibootParams *p, MultibootBoot *boot,
     const uint8_t *img = p->image;
     size_t size = p->image_size;
     Kernel k = { 0 };
+    Layout layout = { g_array_new(FALSE, FALSE, sizeof(Placed)) };
+    Layout *l = &layout;
     int r;
 
     if (size == 0) {
-        return shardvm_error_set(errp, -ENOEXEC, "the file is empty");
+        r = shardvm_error_set(errp, -ENOEXEC, "the file is empty");
+        goto out;
     }
     if (size >= LINUX_HDRS_OFFSET + 4 &&
         ld32(img + LINUX_HDRS_OFFSET) == LINUX_HDRS_MAGIC) {
-        return shardvm_error_set(errp, -ENOEXEC,
-                                 "a Linux bzImage is not supported: shardvm "
-                                 "boots multiboot v1 kernels");
+        r = shardvm_error_set(errp, -ENOEXEC,
+                              "a Linux bzImage is not supported: shardvm "
+                              "boots multiboot v1 kernels");
+        goto out;
     }
     long hdr = multiboot_find_header(img, size);
     bool elf = is_elf(img, size);
     if (hdr < 0) {
-        return shardvm_error_set(errp, -ENOEXEC,
-                                 "no multiboot header in the first %d bytes "
-                                 "(%s): shardvm boots multiboot v1 kernels",
-                                 MULTIBOOT_SEARCH_LIMIT,
-                                 elf ? "an ELF file" : "not an ELF file");
+        r = shardvm_error_set(errp, -ENOEXEC,
+                              "no multiboot header in the first %d bytes "
+                              "(%s): shardvm boots multiboot v1 kernels",
+                              MULTIBOOT_SEARCH_LIMIT,
+                              elf ? "an ELF file" : "not an ELF file");
+        goto out;
+    }
+    /* The fixed structures first: every later object is checked against
+     * them (the memory map and information are written last). */
+    r = claim(l, MULTIBOOT_MMAP_ADDR, MULTIBOOT_MBI_ADDR + MBI_SIZE,
+              "the multiboot information", errp);
+    if (r < 0) {
+        goto out;
     }
     uint32_t flags = ld32(img + hdr + 4);
     if (flags & MULTIBOOT_HEADER_ADDR_FLAG) {
-        r = load_kludge(p, (size_t)hdr, &k, errp);
+        r = load_kludge(p, l, (size_t)hdr, &k, errp);
     } else if (elf) {
-        r = load_elf(p, &k, errp);
+        r = load_elf(p, l, &k, errp);
     } else {
         r = shardvm_error_set(errp, -ENOEXEC,
                               "not an ELF file and its multiboot header has "
                               "no address fields (flag bit 16)");
     }
     if (r < 0) {
-        return r;
+        goto out;
     }
-    if (k.low < MULTIBOOT_MBI_ADDR + MBI_SIZE && k.high > MULTIBOOT_MMAP_ADDR) {
-        return shardvm_error_set(errp, -ERANGE,
-                                 "the kernel (0x%" G_GINT64_MODIFIER "x-0x%"
-                                 G_GINT64_MODIFIER "x) overlaps the multiboot "
-                                 "information at 0x%x", k.low, k.high,
-                                 MULTIBOOT_MMAP_ADDR);
-    }
-    r = write_info(p, &k, boot, errp);
+    r = write_info(p, l, &k, boot, errp);
     if (r < 0) {
-        return r;
+        goto out;
     }
     boot->entry = (uint32_t)k.entry;
     boot->kernel_start = k.low;
     boot->kernel_end = k.high;
-    return 0;
+out:
+    g_array_free(layout.obj, TRUE);
+    return r;
 }
 
 char **multiboot_split_modules(const char *initrd)
@@ -525,70 +594,172 @@ char **multiboot_split_modules(const char *initrd)
     return (char **)g_ptr_array_free(out, FALSE);
 }
 
-/* Read a whole file; the message says "cannot read <what> '<path>': why". */
-static int read_file(const char *what, const char *path, gchar **data,
-                     gsize *size, GError **errp)
+/* How much a file read does between two looks at pending signals. */
+#define READ_CHUNK (16u << 20)
+
+static const char *file_kind(mode_t m)
 {
-    GError *err = NULL;
-    if (!g_file_get_contents(path, data, size, &err)) {
-        /* g_file_get_contents() keeps errno in its GFileError only. */
-        int e = err->code == G_FILE_ERROR_NOENT ? ENOENT
-                : err->code == G_FILE_ERROR_ACCES ? EACCES
-                : err->code == G_FILE_ERROR_ISDIR ? EISDIR : EIO;
-        g_error_free(err);
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO"
+           : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+           : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+/*
+ * Read the whole file @path into *@data.  It must be a regular file of at
+ * most @limit bytes, checked with fstat() before anything is read (a FIFO,
+ * /dev/zero or an 8 GiB sparse file are refused at once).  The open is
+ * non-blocking, so a FIFO without a writer cannot hang it.  Pending
+ * SIGTERM/SIGINT/SIGHUP are looked at between chunks.  Messages name the
+ * file and keep the errno text: "cannot read kernel 'F': Not a directory".
+ */
+static int read_file(const char *what, const char *path, uint64_t limit,
+                     uint8_t **data, size_t *size, GError **errp)
+{
+    struct stat st;
+    int r = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+
+    *data = NULL;
+    *size = 0;
+    if (fd < 0) {
+        int e = errno;
         return shardvm_error_set(errp, -e, "cannot read %s '%s': %s", what,
                                  path, g_strerror(e));
     }
-    return 0;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        r = shardvm_error_set(errp, -e, "cannot read %s '%s': %s", what, path,
+                              g_strerror(e));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        r = shardvm_error_set(errp, -EINVAL, "cannot read %s '%s': %s, not a "
+                              "regular file", what, path,
+                              file_kind(st.st_mode));
+        goto out;
+    }
+    if ((uint64_t)st.st_size > limit) {
+        r = shardvm_error_set(errp, -EFBIG, "cannot read %s '%s': %"
+                              G_GUINT64_FORMAT " bytes is more than the "
+                              "%" G_GUINT64_FORMAT " bytes of guest RAM left",
+                              what, path, (uint64_t)st.st_size, limit);
+        goto out;
+    }
+    size_t len = (size_t)st.st_size;
+    uint8_t *buf = g_try_malloc(len ? len : 1);
+    if (!buf) {
+        r = shardvm_error_set(errp, -ENOMEM, "cannot read %s '%s': %s", what,
+                              path, g_strerror(ENOMEM));
+        goto out;
+    }
+    size_t done = 0;
+    while (done < len) {
+        if (main_loop_poll_signals() == SHUTDOWN_HOST_SIGNAL) {
+            r = shardvm_error_set(errp, -EINTR, "reading %s '%s' "
+                                  "interrupted by signal %d", what, path,
+                                  main_loop_shutdown_signal());
+            break;
+        }
+        ssize_t n = pread(fd, buf + done, MIN(len - done, READ_CHUNK),
+                          (off_t)done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            r = shardvm_error_set(errp, -e, "cannot read %s '%s': %s", what,
+                                  path, n < 0 ? g_strerror(e)
+                                  : "the file shrank while being read");
+            break;
+        }
+        done += (size_t)n;
+    }
+    if (r < 0) {
+        g_free(buf);
+        goto out;
+    }
+    *data = buf;
+    *size = len;
+out:
+    close(fd);
+    return r;
+}
+
+int multiboot_files_read(const char *kernel_path, const char *initrd,
+                         uint64_t limit, MultibootFiles *f, GError **errp)
+{
+    memset(f, 0, sizeof(*f));
+    f->cmdlines = multiboot_split_modules(initrd);
+    f->n_modules = g_strv_length(f->cmdlines);
+    f->modules = g_new0(MultibootModule, f->n_modules ? f->n_modules : 1);
+
+    int r = read_file("kernel", kernel_path, limit, &f->image,
+                      &f->image_size, errp);
+    uint64_t left = limit - f->image_size;
+    for (size_t i = 0; r == 0 && i < f->n_modules; i++) {
+        /* The file name ends at the first space; the rest are arguments. */
+        char *file = g_strndup(f->cmdlines[i], strcspn(f->cmdlines[i], " "));
+        uint8_t *data;
+        size_t size;
+        r = read_file("module", file, left, &data, &size, errp);
+        g_free(file);
+        if (r == 0) {
+            f->modules[i] = (MultibootModule){ data, size, f->cmdlines[i] };
+            left -= size;
+        }
+    }
+    if (r < 0) {
+        multiboot_files_clear(f);
+    }
+    return r;
+}
+
+void multiboot_files_clear(MultibootFiles *f)
+{
+    for (size_t i = 0; f->modules && i < f->n_modules; i++) {
+        g_free((gpointer)f->modules[i].data);
+    }
+    g_free(f->modules);
+    g_free(f->image);
+    g_strfreev(f->cmdlines);
+    memset(f, 0, sizeof(*f));
+}
+
+int multiboot_files_load(const MultibootFiles *f, const char *kernel_path,
+                         const char *append, const MultibootRam *ram,
+                         size_t n_ram, MultibootBoot *boot, GError **errp)
+{
+    MultibootParams p = {
+        .image = f->image, .image_size = f->image_size,
+        .kernel_name = kernel_path, .append = append,
+        .modules = f->modules, .n_modules = f->n_modules,
+        .ram = ram, .n_ram = n_ram,
+    };
+    GError *lerr = NULL;
+    int r = multiboot_load(&p, boot, &lerr);
+    if (r < 0) {
+        shardvm_error_set(errp, r, "cannot boot '%s': %s", kernel_path,
+                          lerr->message);
+        g_error_free(lerr);
+    }
+    return r;
 }
 
 int multiboot_load_files(const char *kernel_path, const char *append,
                          const char *initrd, const MultibootRam *ram,
                          size_t n_ram, MultibootBoot *boot, GError **errp)
 {
-    char **mods = multiboot_split_modules(initrd);
-    guint n = g_strv_length(mods);
-    MultibootModule *m = g_new0(MultibootModule, n ? n : 1);
-    gchar *image = NULL;
-    gsize image_size = 0;
-    int r = 0;
+    MultibootFiles f;
+    uint64_t total = 0;
 
-    r = read_file("kernel", kernel_path, &image, &image_size, errp);
-    if (r < 0) {
-        goto out;
+    for (size_t i = 0; i < n_ram; i++) {
+        total += ram[i].size;
     }
-    for (guint i = 0; i < n; i++) {
-        /* The file name ends at the first space; the rest are arguments. */
-        char *file = g_strndup(mods[i], strcspn(mods[i], " "));
-        gchar *data;
-        gsize size;
-        r = read_file("module", file, &data, &size, errp);
-        g_free(file);
-        if (r < 0) {
-            goto out;
-        }
-        m[i] = (MultibootModule){ (const uint8_t *)data, size, mods[i] };
+    int r = multiboot_files_read(kernel_path, initrd, total, &f, errp);
+    if (r == 0) {
+        r = multiboot_files_load(&f, kernel_path, append, ram, n_ram, boot,
+                                 errp);
+        multiboot_files_clear(&f);
     }
-
-    MultibootParams p = {
-        .image = (const uint8_t *)image, .image_size = image_size,
-        .kernel_name = kernel_path, .append = append,
-        .modules = m, .n_modules = n, .ram = ram, .n_ram = n_ram,
-    };
-    GError *lerr = NULL;
-    r = multiboot_load(&p, boot, &lerr);
-    if (r < 0) {
-        shardvm_error_set(errp, r, "cannot boot '%s': %s", kernel_path,
-                          lerr->message);
-        g_error_free(lerr);
-    }
-
-out:
-    for (guint i = 0; i < n; i++) {
-        g_free((gpointer)m[i].data);
-    }
-    g_free(m);
-    g_free(image);
-    g_strfreev(mods);
     return r;
 }

@@ -1,10 +1,15 @@
 /*
  * 16550A UART model: see include/shardvm/serial.h.
  *
- * Transmission is instantaneous: THRE and TEMT are always set, so a guest
- * that polls LSR before each byte never waits, and a THR write reaches the
- * output callback at once.  The divisor latch, LCR framing and modem lines
- * are stored for the guest to read back but do not change behaviour.
+ * Transmission is instantaneous while the output takes bytes: a THR write
+ * reaches the output callback at once and THRE/TEMT stay set.  When the
+ * output refuses the byte (its buffer is full: nobody reads the console),
+ * the transmitter stops: the byte stays in THR, THRE and TEMT read clear
+ * and no THR-empty interrupt comes, until serial_tx_retry() gets it out.
+ * A polling guest then waits in its LSR loop, as on a real line with flow
+ * control; one that writes THR anyway overwrites the held byte, as on the
+ * chip.  The divisor latch, LCR framing and modem lines are stored for the
+ * guest to read back but do not change behaviour.
  */
 #include "shardvm/serial.h"
 
@@ -14,6 +19,7 @@ struct SerialPort {
     GMutex lock;             /* guards every field below */
     SerialOutputFunc *out;   /* constant after serial_new() */
     SerialIrqFunc *irq;      /* constant after serial_new() */
+    SerialRxSpaceFunc *rx_space; /* set before use, then constant */
     void *opaque;            /* constant after serial_new() */
 
     uint8_t ier, lcr, mcr, scr, fcr;
@@ -21,6 +27,8 @@ struct SerialPort {
     bool overrun;            /* LSR.OE, cleared by reading LSR */
     bool thr_int;            /* THR-empty interrupt pending */
     bool irq_level;          /* last level passed to @irq */
+    bool tx_held;            /* THR holds a byte the output refused */
+    uint8_t thr;             /* that byte */
 
     uint8_t rx[SERIAL_RX_SIZE]; /* ring buffer of received bytes */
     size_t rx_head, rx_count;
@@ -59,8 +67,13 @@ static void serial_reset(SerialPort *s)
     s->lcr = 0x03; /* 8N1 */
     s->dll = 0x0c; /* 9600 baud */
     s->dlm = 0;
-    s->overrun = s->thr_int = false;
+    s->overrun = s->thr_int = s->tx_held = false;
     s->rx_head = s->rx_count = 0;
+}
+
+void serial_set_rx_space_handler(SerialPort *s, SerialRxSpaceFunc *fn)
+{
+    s->rx_space = fn;
 }
 
 SerialPort *serial_new(SerialOutputFunc *out, SerialIrqFunc *irq,
@@ -102,8 +115,12 @@ static uint8_t serial_rx_pop(SerialPort *s)
         return 0;
     }
     uint8_t byte = s->rx[s->rx_head];
+    bool was_full = s->rx_count == SERIAL_RX_SIZE;
     s->rx_head = (s->rx_head + 1) % SERIAL_RX_SIZE;
     s->rx_count--;
+    if (was_full && s->rx_space) {
+        s->rx_space(s->opaque); /* input paused on a full buffer resumes */
+    }
     return byte;
 }
 
@@ -135,7 +152,7 @@ uint8_t serial_read(SerialPort *s, unsigned offset)
         v = s->mcr;
         break;
     case UART_LSR:
-        v = UART_LSR_THRE | UART_LSR_TEMT;
+        v = s->tx_held ? 0 : UART_LSR_THRE | UART_LSR_TEMT;
         v |= s->rx_count ? UART_LSR_DR : 0;
         v |= s->overrun ? UART_LSR_OE : 0;
         s->overrun = false;
@@ -174,12 +191,15 @@ void serial_write(SerialPort *s, unsigned offset, uint8_t val)
         } else if (s->mcr & UART_MCR_LOOP) {
             serial_rx_push(s, val);
             s->thr_int = true;
-        } else {
+        } else if (s->tx_held) {
+            s->thr = val; /* transmitter stopped: overwrite, as the chip */
+        } else if (!s->out || s->out(s->opaque, &val, 1) == 1) {
             /* Sent at once: the holding register is empty again. */
-            if (s->out) {
-                s->out(s->opaque, &val, 1);
-            }
             s->thr_int = true;
+        } else {
+            s->thr = val;
+            s->tx_held = true;
+            s->thr_int = false;
         }
         break;
     case UART_IER:
@@ -187,7 +207,8 @@ void serial_write(SerialPort *s, unsigned offset, uint8_t val)
             s->dlm = val;
         } else {
             /* Enabling THRI with an empty THR raises the interrupt. */
-            if ((val & UART_IER_THRI) && !(s->ier & UART_IER_THRI)) {
+            if ((val & UART_IER_THRI) && !(s->ier & UART_IER_THRI) &&
+                !s->tx_held) {
                 s->thr_int = true;
             }
             s->ier = val & 0x0f;
@@ -195,7 +216,11 @@ void serial_write(SerialPort *s, unsigned offset, uint8_t val)
         break;
     case UART_FCR:
         if (val & UART_FCR_CLEAR_RX) {
+            bool was_full = s->rx_count == SERIAL_RX_SIZE;
             s->rx_head = s->rx_count = 0;
+            if (was_full && s->rx_space) {
+                s->rx_space(s->opaque);
+            }
         }
         s->fcr = val & UART_FCR_ENABLE;
         break;
@@ -230,4 +255,23 @@ size_t serial_receive(SerialPort *s, const uint8_t *buf, size_t len)
     serial_update_irq(s);
     g_mutex_unlock(&s->lock);
     return n;
+}
+
+size_t serial_rx_room(SerialPort *s)
+{
+    g_mutex_lock(&s->lock);
+    size_t room = SERIAL_RX_SIZE - s->rx_count;
+    g_mutex_unlock(&s->lock);
+    return room;
+}
+
+void serial_tx_retry(SerialPort *s)
+{
+    g_mutex_lock(&s->lock);
+    if (s->tx_held && s->out(s->opaque, &s->thr, 1) == 1) {
+        s->tx_held = false;
+        s->thr_int = true;
+        serial_update_irq(s);
+    }
+    g_mutex_unlock(&s->lock);
 }

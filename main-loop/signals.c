@@ -44,6 +44,7 @@ static struct {
     sigset_t set;      /* ml_signals */
     sigset_t old_mask; /* the main thread's mask before init (on failure) */
     int read_fd;       /* signalfd, or the pipe's read end */
+    bool active;       /* between a successful init and cleanup */
     /* compat thread only */
     bool compat;
     int write_fd;         /* pipe's write end; the compat thread's */
@@ -187,14 +188,30 @@ int ml_signals_init(AioContext *fd_ctx, bool force_compat, GError **errp)
     }
     aio_set_fd_handler(fd_ctx, sig.read_fd, ml_signal_read, NULL, NULL,
                        NULL, NULL);
+    sig.active = true;
     return 0;
+}
+
+int main_loop_poll_signals(void)
+{
+    /*
+     * Startup runs with the signals blocked and without the loop: take
+     * what is pending now (the signalfd, or the compat pipe, is
+     * non-blocking), as the fd handler would.
+     */
+    if (sig.active) {
+        g_assert(bql_locked());
+        ml_signal_read(NULL);
+    }
+    return main_loop_shutdown_requested();
 }
 
 void ml_signals_cleanup(void)
 {
-    if (sig.read_fd < 0) {
+    if (!sig.active) {
         return; /* ml_signals_init() failed */
     }
+    sig.active = false;
     aio_set_fd_handler(sig.fd_ctx, sig.read_fd, NULL, NULL, NULL, NULL,
                        NULL);
     if (sig.compat) {

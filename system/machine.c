@@ -7,6 +7,7 @@
 #include "shardvm/device.h"
 #include "shardvm/error.h"
 #include "shardvm/iothread.h"
+#include "shardvm/machine-event.h"
 #include "shardvm/main-loop.h"
 #include "shardvm/memory.h"
 #include "shardvm/multiboot.h"
@@ -31,17 +32,17 @@ struct Machine {
     PCIBus *pci;             /* bus 0, always there (host bridge 00.0) */
     GArray *devices;         /* MachineDevice, in command-line order */
 
-    /* Written by vCPU threads (first writer wins), read at exit. */
-    atomic_int exit_status;  /* isa-debug-exit status, -1: none */
-    atomic_int stop_reason;  /* VMStopReason of a vCPU stop, 0: none */
+    /* The first of debug-exit, vCPU stop and host stop: one atomic word,
+     * written by vCPU threads and the main loop (first writer wins). */
+    MachineEvent event;
 };
 
 /* ---- COM1 ------------------------------------------------------------ */
 
 /* The UART's callbacks.  They run under the port's own mutex on the vCPU
  * thread (output, IRQ) or the main loop (IRQ after input). */
-static void machine_serial_output(void *opaque, const uint8_t *buf,
-                                  size_t len)
+static size_t machine_serial_output(void *opaque, const uint8_t *buf,
+                                    size_t len)
 {
     Machine *m = opaque;
     /*
@@ -50,10 +51,12 @@ static void machine_serial_output(void *opaque, const uint8_t *buf,
      * whatever they print meanwhile (e.g. a fault in the guest's parking
      * code) is dropped to keep the output identical.
      */
-    if (atomic_load_explicit(&m->exit_status, memory_order_acquire) >= 0) {
-        return;
+    uint32_t v;
+    if (machine_event_get(&m->event, &v) == MACHINE_EVENT_DEBUG_EXIT) {
+        return len;
     }
-    chardev_write(m->chardev, buf, len);
+    /* Never blocks: a full console buffer stops the UART's transmitter. */
+    return chardev_write(m->chardev, buf, len);
 }
 
 static void machine_serial_irq(void *opaque, bool level)
@@ -69,11 +72,33 @@ static void machine_serial_input(void *opaque, const uint8_t *buf,
     serial_receive(m->serial, buf, len);
 }
 
+/* Input backpressure: stdin is read only while the UART has room. */
+static size_t machine_serial_can_read(void *opaque)
+{
+    Machine *m = opaque;
+    return serial_rx_room(m->serial);
+}
+
+static void machine_serial_rx_space(void *opaque)
+{
+    Machine *m = opaque;
+    chardev_input_resume(m->chardev);
+}
+
+/* The console took its backlog: restart the UART's transmitter. */
+static void machine_serial_writable(void *opaque)
+{
+    Machine *m = opaque;
+    serial_tx_retry(m->serial);
+}
+
 /*
  * Port accesses to the UART.  The region is lock-free (no BQL): the port
  * serialises itself with its mutex, and a vCPU printing a line must not
  * wait for the main loop to finish an iteration for every byte.  Wider
- * accesses (rare: "outw" to 0x3f8) are split into bytes, low port first.
+ * accesses (rare: "outw" to 0x3f8) are split into bytes, low port first;
+ * the address space already cut off the bytes past port 0x3ff (they go
+ * to whoever owns those ports), so offset + i stays below 8.
  */
 static uint64_t machine_serial_pio_read(void *opaque, uint64_t offset,
                                         unsigned size)
@@ -81,7 +106,7 @@ static uint64_t machine_serial_pio_read(void *opaque, uint64_t offset,
     Machine *m = opaque;
     uint64_t v = 0;
     for (unsigned i = 0; i < size; i++) {
-        v |= (uint64_t)serial_read(m->serial, (unsigned)(offset + i) & 7)
+        v |= (uint64_t)serial_read(m->serial, (unsigned)(offset + i))
              << (8 * i);
     }
     return v;
@@ -92,7 +117,7 @@ static void machine_serial_pio_write(void *opaque, uint64_t offset,
 {
     Machine *m = opaque;
     for (unsigned i = 0; i < size; i++) {
-        serial_write(m->serial, (unsigned)(offset + i) & 7,
+        serial_write(m->serial, (unsigned)(offset + i),
                      (uint8_t)(value >> (8 * i)));
     }
 }
@@ -113,6 +138,8 @@ static int machine_add_serial(Machine *m, const ShardvmOptions *o,
         return -EINVAL;
     }
     m->serial = serial_new(machine_serial_output, machine_serial_irq, m);
+    serial_set_rx_space_handler(m->serial, machine_serial_rx_space);
+    chardev_set_writable_handler(m->chardev, machine_serial_writable, m);
     m->serial_region = address_space_add(vm_get_pio_space(m->vm), "serial",
                                          SERIAL_COM1_BASE, SERIAL_NR_REGS,
                                          &machine_serial_ops, m, 0, errp);
@@ -212,14 +239,11 @@ static int machine_add_pci(Machine *m, const ShardvmOptions *o,
 /* ---- stop requests ----------------------------------------------------- */
 
 /* isa-debug-exit written: on the vCPU thread. */
-static void machine_debug_exit(void *opaque, int status)
+static void machine_debug_exit(void *opaque, unsigned status)
 {
     Machine *m = opaque;
-    int none = -1;
     /* Pairs with the acquire load in machine_serial_output(). */
-    atomic_compare_exchange_strong_explicit(&m->exit_status, &none, status,
-                                            memory_order_acq_rel,
-                                            memory_order_acquire);
+    machine_event_record(&m->event, MACHINE_EVENT_DEBUG_EXIT, status);
     main_loop_request_shutdown(SHUTDOWN_GUEST);
 }
 
@@ -229,12 +253,13 @@ static void machine_vcpu_stop(void *opaque, VM *vm, int cpu_index,
                               VMStopReason reason)
 {
     Machine *m = opaque;
-    int none = 0;
     bool guest = reason == VM_STOP_GUEST_SHUTDOWN ||
                  reason == VM_STOP_GUEST_RESET ||
                  reason == VM_STOP_GUEST_POWEROFF;
 
-    atomic_compare_exchange_strong(&m->stop_reason, &none, (int)reason);
+    /* The exit status follows the recorded event alone; the main loop's
+     * shutdown reason only says that it should stop. */
+    machine_event_record(&m->event, MACHINE_EVENT_VCPU_STOP, reason);
     main_loop_request_shutdown(guest ? SHUTDOWN_GUEST : SHUTDOWN_ERROR);
 }
 
@@ -245,7 +270,7 @@ static void machine_vcpu_stop(void *opaque, VM *vm, int cpu_index,
  * include/shardvm/vm.h) and point every vCPU at its entry.
  */
 static int machine_load_kernel(Machine *m, const ShardvmOptions *o,
-                               GError **errp)
+                               const MultibootFiles *files, GError **errp)
 {
     uint64_t ram = vm_get_ram_size(m->vm);
     uint64_t low = MIN(ram, VM_LOWMEM_MAX);
@@ -267,7 +292,7 @@ static int machine_load_kernel(Machine *m, const ShardvmOptions *o,
     }
 
     MultibootBoot boot;
-    int r = multiboot_load_files(o->kernel, o->append, o->initrd, ranges, n,
+    int r = multiboot_files_load(files, o->kernel, o->append, ranges, n,
                                  &boot, errp);
     if (r < 0) {
         return r;
@@ -298,11 +323,23 @@ static int machine_load_kernel(Machine *m, const ShardvmOptions *o,
 
 /* ---- life cycle -------------------------------------------------------- */
 
+/* A signal that arrived during startup ends it (main.c reports it as a
+ * normal signal exit). */
+static bool machine_startup_interrupted(GError **errp)
+{
+    if (main_loop_poll_signals() != SHUTDOWN_HOST_SIGNAL) {
+        return false;
+    }
+    shardvm_error_set(errp, -EINTR, "start-up interrupted by signal %d",
+                      main_loop_shutdown_signal());
+    return true;
+}
+
 Machine *machine_new(const ShardvmOptions *o, GError **errp)
 {
+    MultibootFiles files = { 0 };
     Machine *m = g_new0(Machine, 1);
-    atomic_init(&m->exit_status, -1);
-    atomic_init(&m->stop_reason, 0);
+    machine_event_init(&m->event);
     m->iothreads = g_ptr_array_new();
     m->devices = g_array_new(FALSE, FALSE, sizeof(MachineDevice));
 
@@ -317,14 +354,27 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
         goto fail;
     }
 
+    /*
+     * The files first: they are checked (regular, no larger than RAM) and
+     * read before the VM costs anything, and a bad one is reported
+     * without /dev/kvm.
+     */
+    if (multiboot_files_read(o->kernel, o->initrd, o->ram_size, &files,
+                             errp) < 0 ||
+        machine_startup_interrupted(errp)) {
+        goto fail;
+    }
+
     VMConfig cfg = {
         .ram_size = o->ram_size,
         .nr_vcpus = (int)o->cpus,
         .stop_request = machine_vcpu_stop,
         .stop_opaque = m,
     };
+    /* KVM_SET_USER_MEMORY_REGION of a large -m (1T: seconds) cannot be
+     * interrupted; a signal meanwhile is handled right after it. */
     m->vm = vm_new(&cfg, errp);
-    if (!m->vm) {
+    if (!m->vm || machine_startup_interrupted(errp)) {
         goto fail;
     }
     if (machine_add_serial(m, o, errp) < 0) {
@@ -351,12 +401,15 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
     if (machine_add_pci(m, o, errp) < 0) {
         goto fail;
     }
-    if (machine_load_kernel(m, o, errp) < 0) {
+    if (machine_startup_interrupted(errp) ||
+        machine_load_kernel(m, o, &files, errp) < 0) {
         goto fail;
     }
+    multiboot_files_clear(&files);
     return m;
 
 fail:
+    multiboot_files_clear(&files);
     machine_free(m);
     return NULL;
 }
@@ -365,37 +418,22 @@ int machine_start(Machine *m, GError **errp)
 {
     int r = vm_start(m->vm, errp);
     if (r == 0 && m->serial) {
-        chardev_set_input(m->chardev, machine_serial_input, m);
+        chardev_set_input(m->chardev, machine_serial_can_read,
+                          machine_serial_input, m);
     }
     return r;
 }
 
 int machine_exit_status(Machine *m, int shutdown_reason)
 {
-    int status = atomic_load(&m->exit_status);
-    int stop = atomic_load(&m->stop_reason);
-
-    if (status >= 0) {
-        return status; /* isa-debug-exit: (value << 1) | 1 */
+    char *msg;
+    int status = machine_event_exit_status(&m->event, shutdown_reason,
+                                           main_loop_shutdown_signal(), &msg);
+    if (msg) {
+        fprintf(stderr, "shardvm: %s\n", msg);
+        g_free(msg);
     }
-    switch (shutdown_reason) {
-    case SHUTDOWN_HOST_SIGNAL:
-        fprintf(stderr, "shardvm: terminating on signal %d\n",
-                main_loop_shutdown_signal());
-        return 0;
-    case SHUTDOWN_GUEST:
-        fprintf(stderr, "shardvm: guest %s, exiting\n",
-                stop == VM_STOP_GUEST_SHUTDOWN ? "triple fault (reset)"
-                : stop == VM_STOP_GUEST_RESET ? "reset"
-                : "power-off");
-        return 0;
-    case SHUTDOWN_HOST_QMP:
-        return 0;
-    default:
-        fprintf(stderr, "shardvm: stopped after a vCPU error (reason %d)\n",
-                stop);
-        return 1;
-    }
+    return status;
 }
 
 void machine_free(Machine *m)

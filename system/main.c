@@ -58,7 +58,15 @@ int main(int argc, char **argv)
 
     m = machine_new(&o, &err);
     if (!m || machine_start(m, &err) < 0) {
-        report(err);
+        if (main_loop_shutdown_requested() == SHUTDOWN_HOST_SIGNAL) {
+            /* SIGTERM during start-up: the same exit as later on. */
+            fprintf(stderr, "shardvm: terminating on signal %d\n",
+                    main_loop_shutdown_signal());
+            g_error_free(err);
+            status = 0;
+        } else {
+            report(err);
+        }
         goto out;
     }
     status = machine_exit_status(m, main_loop_run());

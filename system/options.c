@@ -11,7 +11,6 @@
 #include "shardvm/error.h"
 
 #include <errno.h>
-#include <math.h>
 #include <string.h>
 
 typedef int OptionHandler(ShardvmOptions *o, const char *opt,
@@ -39,43 +38,114 @@ static int invalid(GError **errp, const char *opt, const char *fmt, ...)
     return -EINVAL;
 }
 
+/* QEMU's size suffixes: B K M G T P E, any case, powers of 1024; 0 if
+ * @c is not one. */
+static uint64_t size_suffix(char c)
+{
+    switch (g_ascii_toupper(c)) {
+    case 'B': return 1;
+    case 'K': return 1ull << 10;
+    case 'M': return 1ull << 20;
+    case 'G': return 1ull << 30;
+    case 'T': return 1ull << 40;
+    case 'P': return 1ull << 50;
+    case 'E': return 1ull << 60;
+    default: return 0;
+    }
+}
+
+/*
+ * The size syntax of QEMU 7.2 (util/cutils.c do_strtosz, checked against
+ * the binary): leading blanks and '+' allowed, '-' never; a decimal
+ * integer, or 0x hex without a fraction; an optional fraction after a
+ * decimal integer ("1.5", "256.", but no exponent: "1e3" is 1 EiB
+ * followed by junk); an optional suffix; nothing after it.  A fraction
+ * needs a unit larger than a byte; fractional bytes are truncated.
+ */
 int options_parse_size(const char *s, uint64_t unit, uint64_t *out)
 {
-    char *end;
-    double v;
-    uint64_t mult = unit;
+    const char *p = s, *end;
+    guint64 val;
+    double fraction = 0;
+    bool hex = false;
 
-    if (!s || !g_ascii_isdigit(*s)) {
+    if (!s) {
         return -EINVAL;
     }
-    errno = 0;
-    v = g_ascii_strtod(s, &end);
-    if (errno || end == s) {
+    while (g_ascii_isspace(*p)) {
+        p++;
+    }
+    if (*p == '+') {
+        p++;
+    }
+    if (!g_ascii_isdigit(*p)) {
         return -EINVAL;
     }
-    if (*end) {
-        switch (g_ascii_toupper(*end)) {
-        case 'B': mult = 1; break;
-        case 'K': mult = 1ull << 10; break;
-        case 'M': mult = 1ull << 20; break;
-        case 'G': mult = 1ull << 30; break;
-        case 'T': mult = 1ull << 40; break;
-        default: return -EINVAL;
-        }
-        if (end[1]) {
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        if (!g_ascii_isxdigit(p[2])) {
             return -EINVAL;
         }
+        hex = true;
+        p += 2;
     }
-    /* 2^64 is exactly representable; anything at or above it overflows. */
-    double bytes = v * (double)mult;
-    if (!isfinite(bytes) || bytes >= 18446744073709551616.0) {
+    errno = 0;
+    val = g_ascii_strtoull(p, (char **)&end, hex ? 16 : 10);
+    if (errno || end == p) {
         return -EINVAL;
     }
-    uint64_t u = (uint64_t)bytes;
-    if ((double)u != bytes) {
+    if (*end == '.') {
+        if (hex) {
+            return -EINVAL;
+        }
+        const char *f = end;
+        end++; /* "256." or "1.M": no digits is a zero fraction */
+        if (g_ascii_isdigit(*end)) {
+            while (g_ascii_isdigit(*end)) {
+                end++;
+            }
+            char *tmp = g_strndup(f, end - f);
+            fraction = g_ascii_strtod(tmp, NULL);
+            g_free(tmp);
+            if (*end == 'e' || *end == 'E') {
+                /* strtod would take an exponent; QEMU refuses it */
+                if (g_ascii_isdigit(end[1]) ||
+                    ((end[1] == '+' || end[1] == '-') &&
+                     g_ascii_isdigit(end[2]))) {
+                    return -EINVAL;
+                }
+            }
+        }
+    }
+    uint64_t mul = *end ? size_suffix(*end) : 0;
+    if (mul) {
+        end++;
+    } else {
+        mul = 1;
+    }
+    if (*end) {
+        return -EINVAL;
+    }
+    if (mul == 1 && fraction != 0) {
         return -EINVAL; /* a fraction of a byte */
     }
-    *out = u;
+    if (val > UINT64_MAX / mul) {
+        return -EINVAL;
+    }
+    uint64_t bytes = val * mul;
+    uint64_t frac = (uint64_t)(fraction * (double)mul);
+    if (bytes > UINT64_MAX - frac) {
+        return -EINVAL;
+    }
+    bytes += frac;
+    /* QEMU's legacy rule: a value ending in a digit is in @unit. */
+    size_t len = strlen(s);
+    if (unit > 1 && len && g_ascii_isdigit(s[len - 1])) {
+        if (bytes > UINT64_MAX / unit) {
+            return -EINVAL;
+        }
+        bytes *= unit;
+    }
+    *out = bytes;
     return 0;
 }
 
@@ -233,7 +303,8 @@ static int opt_memory(ShardvmOptions *o, const char *opt, const char *arg,
 }
 
 /* -smp [cpus=]N[,sockets=S,cores=C,threads=T,maxcpus=M]: no hotplug, so
- * maxcpus must equal cpus; the topology only supplies a missing count. */
+ * maxcpus must equal cpus, and a topology, when given, must hold exactly
+ * that many CPUs (QEMU: sockets * cores * threads = maxcpus). */
 static int opt_smp(ShardvmOptions *o, const char *opt, const char *arg,
                    GError **errp)
 {
@@ -254,6 +325,7 @@ static int opt_smp(ShardvmOptions *o, const char *opt, const char *arg,
         r = kv_check_empty(kv, opt, errp);
     }
     if (r == 0) {
+        bool has_topo = v[1] || v[2] || v[3];
         uint64_t topo = (v[1] ? v[1] : 1) * (v[2] ? v[2] : 1) *
                         (v[3] ? v[3] : 1);
         uint64_t cpus = v[0] ? v[0] : v[4] ? v[4] : topo;
@@ -263,6 +335,13 @@ static int opt_smp(ShardvmOptions *o, const char *opt, const char *arg,
         } else if (v[4] && v[4] != cpus) {
             r = invalid(errp, opt, "maxcpus must equal cpus (no CPU "
                         "hotplug)");
+        } else if (has_topo && topo != cpus) {
+            r = invalid(errp, opt, "sockets (%" G_GUINT64_FORMAT ") * cores "
+                        "(%" G_GUINT64_FORMAT ") * threads (%"
+                        G_GUINT64_FORMAT ") = %" G_GUINT64_FORMAT " must "
+                        "equal the %" G_GUINT64_FORMAT " CPUs (no CPU "
+                        "hotplug: maxcpus = cpus)", v[1] ? v[1] : 1,
+                        v[2] ? v[2] : 1, v[3] ? v[3] : 1, topo, cpus);
         } else {
             o->cpus = (unsigned)cpus;
         }
@@ -323,7 +402,9 @@ static int opt_ignore(ShardvmOptions *o, const char *opt, const char *arg,
     return 0;
 }
 
-/* -accel kvm[,...] / -accel accel=kvm */
+/* -accel kvm[,kernel-irqchip=on] / -accel accel=kvm: shardvm always uses
+ * the in-kernel irqchip, so "on" is the only value; any other suboption
+ * of QEMU's (kvm-shadow-mem, dirty-ring-size...) or a typo is an error. */
 static int opt_accel(ShardvmOptions *o, const char *opt, const char *arg,
                      GError **errp)
 {
@@ -332,12 +413,21 @@ static int opt_accel(ShardvmOptions *o, const char *opt, const char *arg,
         return -EINVAL;
     }
     char *accel = kv_take(kv, "accel");
+    char *irqchip = kv_take(kv, "kernel-irqchip");
     int r = 0;
     if (!accel || strcmp(accel, "kvm") != 0) {
         r = invalid(errp, opt, "unsupported accelerator '%s' (only 'kvm')",
                     accel ? accel : arg);
     }
+    if (r == 0 && irqchip && strcmp(irqchip, "on") != 0) {
+        r = invalid(errp, opt, "kernel-irqchip=%s is not supported (shardvm "
+                    "always uses the in-kernel irqchip: only 'on')", irqchip);
+    }
+    if (r == 0) {
+        r = kv_check_empty(kv, opt, errp);
+    }
     g_free(accel);
+    g_free(irqchip);
     g_hash_table_unref(kv);
     return r;
 }
@@ -545,7 +635,7 @@ static const OptionDesc options[] = {
     { "enable-kvm", false, opt_ignore,
       "-enable-kvm       accepted: KVM is the only accelerator" },
     { "accel", true, opt_accel,
-      "-accel kvm        accepted" },
+      "-accel kvm[,kernel-irqchip=on]  accepted" },
     { "cpu", true, opt_cpu,
       "-cpu MODEL        host, max, qemu64, kvm64: all give the host's "
       "KVM CPUID" },

@@ -257,8 +257,9 @@ static void region_call(IORegion *r, uint64_t addr, unsigned size,
     }
 }
 
-bool address_space_access(AddressSpace *as, uint64_t addr, unsigned size,
-                          uint64_t *value, bool is_write)
+/* One access that lies inside one region (or inside no region at all). */
+static bool access_one(AddressSpace *as, uint64_t addr, unsigned size,
+                       uint64_t *value, bool is_write)
 {
     rcu_read_lock();
     IORegion *r = table_lookup(rcu_array_get(&as->table), addr);
@@ -297,6 +298,103 @@ bool address_space_access(AddressSpace *as, uint64_t addr, unsigned size,
         unassigned_access(as, addr, size, value, is_write);
     }
     return live;
+}
+
+/*
+ * Where the piece of an access that starts at @addr ends: the end of the
+ * region holding @addr, or the start of the next region (unassigned gap),
+ * capped at @end.  Bytes at or past the end of the space are unassigned.
+ */
+static uint64_t piece_end(AddressSpace *as, uint64_t addr, uint64_t end)
+{
+    rcu_read_lock();
+    RcuArray *t = rcu_array_get(&as->table);
+    size_t i = table_upper_bound(t, addr);
+    uint64_t limit = end;
+    if (i > 0) {
+        IORegion *r = table_at(t, i - 1);
+        if (addr - r->base < r->size && r->size - (addr - r->base) <
+                                        end - addr) {
+            limit = addr + (r->size - (addr - r->base));
+        }
+    }
+    if (i < (t ? t->len : 0)) {
+        uint64_t next = table_at(t, i)->base;
+        limit = MIN(limit, next);
+    }
+    rcu_read_unlock();
+    return limit;
+}
+
+/*
+ * An access that crosses a region boundary: each region (or gap) gets the
+ * bytes it owns, as accesses of 4, 2 or 1 bytes, low address first; the
+ * value is put together little endian.  (QEMU does the same: the bytes
+ * past a device's range go to whoever owns them, or to "unassigned".)
+ */
+static bool access_split(AddressSpace *as, uint64_t addr, unsigned size,
+                         uint64_t *value, bool is_write)
+{
+    uint64_t out = 0;
+    bool any = false;
+    unsigned done = 0;
+
+    while (done < size) {
+        uint64_t a = addr + done;
+        unsigned left = size - done;
+        unsigned n;
+        if (a < addr || (as->kind == ADDRESS_SPACE_PIO && a > 0xffff)) {
+            n = left; /* past the end of the space: nobody's */
+        } else {
+            uint64_t end = addr + size < addr ? UINT64_MAX : addr + size;
+            if (as->kind == ADDRESS_SPACE_PIO) {
+                end = MIN(end, (uint64_t)0x10000);
+            }
+            n = (unsigned)(piece_end(as, a, end) - a);
+        }
+        while (n > 0) {
+            unsigned chunk = n >= 4 ? 4 : n >= 2 ? 2 : 1;
+            uint64_t v = is_write ? (*value >> (8 * done)) & size_mask(chunk)
+                                  : 0;
+            if (a < addr || (as->kind == ADDRESS_SPACE_PIO && a > 0xffff)) {
+                unassigned_access(as, a, chunk, &v, is_write);
+            } else {
+                any |= access_one(as, a, chunk, &v, is_write);
+            }
+            if (!is_write) {
+                out |= (v & size_mask(chunk)) << (8 * done);
+            }
+            done += chunk;
+            a += chunk;
+            n -= chunk;
+        }
+    }
+    if (!is_write) {
+        *value = out;
+    }
+    return any;
+}
+
+bool address_space_access(AddressSpace *as, uint64_t addr, unsigned size,
+                          uint64_t *value, bool is_write)
+{
+    /* The common case: the whole access inside one region (or none). */
+    rcu_read_lock();
+    RcuArray *t = rcu_array_get(&as->table);
+    size_t i = table_upper_bound(t, addr);
+    IORegion *r = i > 0 ? table_at(t, i - 1) : NULL;
+    bool inside = r && addr - r->base < r->size &&
+                  size <= r->size - (addr - r->base);
+    bool in_gap = !(r && addr - r->base < r->size) &&
+                  (i >= (t ? t->len : 0) ||
+                   table_at(t, i)->base - addr >= size) &&
+                  addr + size - 1 >= addr &&
+                  (as->kind != ADDRESS_SPACE_PIO || addr + size <= 0x10000);
+    rcu_read_unlock();
+    if (size <= 1 || inside || in_gap) {
+        return access_one(as, addr, size, value, is_write);
+    }
+    return access_split(as, addr, size, value, is_write);
 }
 
 bool address_space_read(AddressSpace *as, uint64_t addr, unsigned size,

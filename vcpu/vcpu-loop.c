@@ -10,8 +10,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 /* Set for the life of a vCPU thread: vm_pause()/vm_stop() refuse to run
  * there (they would wait for the calling vCPU itself). */
@@ -146,6 +149,22 @@ static const char *exit_reason_name(uint32_t r)
     }
 }
 
+/* write(2) all of @buf (a short write of a pipe or tty continues). */
+static void vcpu_write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
 /* A guest or KVM error: report, tell the machine, park until vm_stop(). */
 static void vcpu_guest_error(VCPU *cpu, VMStopReason reason, int kvm_errno)
 {
@@ -153,28 +172,45 @@ static void vcpu_guest_error(VCPU *cpu, VMStopReason reason, int kvm_errno)
     struct kvm_run *run = cpu->run;
 
     atomic_fetch_add_explicit(&cpu->st_errors, 1, memory_order_relaxed);
+    /*
+     * The report and the register dump are built in memory and written
+     * with one write(2), so dumps of vCPUs that fail together do not
+     * interleave line by line on stderr.
+     */
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
+    if (!f) {
+        f = stderr; /* no memory: unbuffered lines are better than none */
+    }
     if (reason == VM_STOP_KVM_ERROR) {
-        fprintf(stderr, "shardvm: vCPU %d: KVM_RUN failed: %s\n", cpu->index,
+        fprintf(f, "shardvm: vCPU %d: KVM_RUN failed: %s\n", cpu->index,
                 strerror(kvm_errno));
     } else {
-        fprintf(stderr, "shardvm: vCPU %d: exit %u %s", cpu->index,
+        fprintf(f, "shardvm: vCPU %d: exit %u %s", cpu->index,
                 run->exit_reason, exit_reason_name(run->exit_reason));
         if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR) {
-            fprintf(stderr, " suberror=%u", run->internal.suberror);
+            fprintf(f, " suberror=%u", run->internal.suberror);
             for (uint32_t i = 0; i < run->internal.ndata && i < 16; i++) {
-                fprintf(stderr, " data[%u]=0x%llx", i,
+                fprintf(f, " data[%u]=0x%llx", i,
                         (unsigned long long)run->internal.data[i]);
             }
         } else if (run->exit_reason == KVM_EXIT_FAIL_ENTRY) {
-            fprintf(stderr, " hardware_entry_failure_reason=0x%llx",
+            fprintf(f, " hardware_entry_failure_reason=0x%llx",
                     (unsigned long long)
                     run->fail_entry.hardware_entry_failure_reason);
         } else if (run->exit_reason == KVM_EXIT_SYSTEM_EVENT) {
-            fprintf(stderr, " type=%u", run->system_event.type);
+            fprintf(f, " type=%u", run->system_event.type);
         }
-        fprintf(stderr, "\n");
+        fprintf(f, "\n");
     }
-    vcpu_dump_state(cpu, stderr);
+    vcpu_dump_state(cpu, f);
+
+    if (f != stderr) {
+        fclose(f);
+        vcpu_write_all(STDERR_FILENO, text, text_len);
+        free(text);
+    }
 
     pthread_mutex_lock(&vm->lock);
     cpu->error_parked = true;

@@ -91,6 +91,30 @@ static int vm_setup_ram(VM *vm, GError **errp)
     return 0;
 }
 
+/* No callbacks: KVM answers these ports itself, a vCPU never exits for
+ * them; the regions only keep devices away. */
+static const IORegionOps vm_in_kernel_ops = { NULL, NULL };
+
+int vm_reserve_in_kernel_ports(AddressSpace *pio, GError **errp)
+{
+    static const struct { const char *name; uint16_t base, size; } r[] = {
+        { "in-kernel PIC (master)", 0x20, 2 },
+        { "in-kernel PIT", 0x40, 4 },
+        { "in-kernel PIT speaker port", 0x61, 1 },
+        { "in-kernel PIC (slave)", 0xa0, 2 },
+        { "in-kernel PIC ELCR", 0x4d0, 2 },
+    };
+    G_STATIC_ASSERT(G_N_ELEMENTS(r) == VM_NR_IN_KERNEL_PORT_RANGES);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(r); i++) {
+        if (!address_space_add(pio, r[i].name, r[i].base, r[i].size,
+                               &vm_in_kernel_ops, NULL, 0, errp)) {
+            return -EEXIST;
+        }
+    }
+    return 0;
+}
+
 /* Everything that must exist before the first KVM_CREATE_VCPU. */
 static int vm_setup_platform(VM *vm, GError **errp)
 {
@@ -117,7 +141,7 @@ static int vm_setup_platform(VM *vm, GError **errp)
         return shardvm_error_set(errp, -errno, "KVM_CREATE_PIT2: %s",
                                  strerror(errno));
     }
-    return 0;
+    return vm_reserve_in_kernel_ports(vm->pio, errp);
 }
 
 static int vm_create_vcpus(VM *vm, GError **errp)

@@ -10,6 +10,7 @@
 #include "shardvm/memory.h"
 
 #include <glib.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -17,12 +18,20 @@ extern "C" {
 #endif
 
 /*
- * DebugExitFunc: the guest wrote: @status is (value << 1) | 1 (not yet
- * truncated to 8 bits).  Called on the writing vCPU's thread, no lock held
- * (the region is lock-free); typically records the status and calls
- * main_loop_request_shutdown().  Only the first write is reported.
+ * DebugExitFunc: the guest wrote: @status is the process exit status QEMU
+ * gives for it, ((value << 1) | 1) & 0xff (0xffffffff -> 255,
+ * 0x40000000 -> 1: always odd, never 0).  Called on the writing vCPU's
+ * thread, no lock held (the region is lock-free); typically records the
+ * status and calls main_loop_request_shutdown().  Only the first write is
+ * reported.
  */
-typedef void DebugExitFunc(void *opaque, int status);
+typedef void DebugExitFunc(void *opaque, unsigned status);
+
+/* debug_exit_status_of: the exit status for a guest write of @value. */
+static inline unsigned debug_exit_status_of(uint64_t value)
+{
+    return (unsigned)((((uint32_t)value << 1) | 1) & 0xff);
+}
 
 typedef struct DebugExit DebugExit;
 
@@ -39,8 +48,11 @@ DebugExit *debug_exit_new(AddressSpace *pio, uint16_t iobase,
  * free.  NULL is ignored.  Main-loop thread. */
 void debug_exit_free(DebugExit *d);
 
-/* debug_exit_status: the status requested so far, or -1. */
-int debug_exit_status(DebugExit *d);
+/*
+ * debug_exit_get_status: true when the guest has written (then *@status is
+ * the exit status of the first write), false when it has not.  Any thread.
+ */
+bool debug_exit_get_status(DebugExit *d, unsigned *status);
 
 #ifdef __cplusplus
 }

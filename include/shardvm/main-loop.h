@@ -100,6 +100,17 @@ int main_loop_shutdown_requested(void);
 int main_loop_shutdown_signal(void);
 
 /*
+ * main_loop_poll_signals: handle the signals that are pending now, without
+ * waiting and without running the loop, and return the shutdown reason
+ * (SHUTDOWN_NONE if none).  Startup (reading the kernel, creating the VM)
+ * runs with SIGTERM/SIGINT/SIGHUP blocked and before main_loop_run(); it
+ * calls this between steps so a signal ends it promptly.  Before
+ * main_loop_init() it only returns the reason.  Main-loop thread, BQL
+ * held.
+ */
+int main_loop_poll_signals(void);
+
+/*
  * main_loop_signal_count: how many @signo the main loop's signal handler
  * has taken since main_loop_init() (tests, statistics).  Any thread.
  */

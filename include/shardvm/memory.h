@@ -27,6 +27,12 @@
  * dead under it, so a vCPU that looked it up before the removal sees the
  * mark once it has the BQL and treats the access as unassigned.
  *
+ * An access that crosses a region boundary (e.g. "outl" to 0x3fd, of which
+ * 0x3fd-0x3ff belong to the UART and 0x400 to something else) is split: each
+ * region, or gap, gets the bytes it owns, as accesses of 4, 2 or 1 bytes,
+ * low address first, so a device never sees an offset past its size.
+ * Bytes past the end of the space (port 0xffff) are unassigned.
+ *
  * Accesses that hit no region: reads return all ones, writes are ignored;
  * both are counted (address_space_get_unassigned()) and the first one of
  * each address space is logged on stderr.
@@ -123,8 +129,9 @@ IORegion *address_space_find(AddressSpace *as, uint64_t addr);
  * address_space_read / address_space_write: dispatch one access of @size
  * bytes (1, 2, 4 or 8) at @addr exactly as a vCPU exit does (binary search
  * under RCU, BQL for NEEDS_BQL regions).  A read that hits no region
- * returns all ones in *@value.  Return true when a region took the access,
- * false when it was unassigned.  Any RCU-registered thread outside a
+ * returns all ones in *@value; an access across a region boundary is
+ * split (see the top of this file).  Return true when a region took the
+ * access (or part of it), false when it was wholly unassigned.  Any RCU-registered thread outside a
  * read-side section; a caller that holds the BQL gets NEEDS_BQL regions
  * called under its hold (the BQL is not taken twice).
  */

@@ -116,12 +116,46 @@ long multiboot_find_header(const uint8_t *image, size_t size);
  */
 char **multiboot_split_modules(const char *initrd);
 
+/* The kernel and module files, read into memory (multiboot_files_read()). */
+typedef struct MultibootFiles {
+    uint8_t *image;            /* the kernel file */
+    size_t image_size;
+    MultibootModule *modules;  /* data owned; cmdline points into cmdlines */
+    size_t n_modules;
+    char **cmdlines;           /* the -initrd entries */
+} MultibootFiles;
+
 /*
- * multiboot_load_files: read @kernel_path and the modules of @initrd (may
- * be NULL) and call multiboot_load() with "@kernel_path @append" as the
- * command line.  Returns as multiboot_load(), or a negative errno when a
- * file cannot be read (the message names the file).  Main thread, at
- * start-up.
+ * multiboot_files_read: read @kernel_path and the modules of @initrd (may
+ * be NULL) into @f.  Each must be a regular file (checked with fstat()
+ * before reading; opened non-blocking, so a FIFO never hangs), and the
+ * kernel and modules together may not exceed @limit bytes (the guest RAM
+ * size), so /dev/zero or a huge sparse file is refused before a byte is
+ * read.  Between chunks of a large file, pending SIGTERM/SIGINT/SIGHUP are
+ * handled (main_loop_poll_signals()) and end the read with -EINTR.
+ * Returns 0, or a negative errno with a message naming the file and the
+ * real errno text ("cannot read kernel 'k/x': Not a directory").  @f is
+ * cleared on failure; free it with multiboot_files_clear().  Main thread,
+ * at start-up (BQL held once the main loop is initialised).
+ */
+int multiboot_files_read(const char *kernel_path, const char *initrd,
+                         uint64_t limit, MultibootFiles *f, GError **errp);
+
+/* multiboot_files_clear: free what @f holds. */
+void multiboot_files_clear(MultibootFiles *f);
+
+/*
+ * multiboot_files_load: multiboot_load() of the files in @f with
+ * "@kernel_path @append" as the command line; a message prefixed with
+ * "cannot boot '@kernel_path': ".  Any thread.
+ */
+int multiboot_files_load(const MultibootFiles *f, const char *kernel_path,
+                         const char *append, const MultibootRam *ram,
+                         size_t n_ram, MultibootBoot *boot, GError **errp);
+
+/*
+ * multiboot_load_files: multiboot_files_read() with the total size of @ram
+ * as the limit, then multiboot_files_load().  Main thread, at start-up.
  */
 int multiboot_load_files(const char *kernel_path, const char *append,
                          const char *initrd, const MultibootRam *ram,

@@ -23,7 +23,7 @@ extern "C" {
 #define OPTIONS_DEFAULT_RAM  (128ull << 20) /* QEMU's default -m */
 #define OPTIONS_MIN_RAM      (2ull << 20)   /* room for the boot structures */
 #define OPTIONS_MAX_RAM      (1ull << 40)
-#define OPTIONS_MAX_CPUS     255            /* xAPIC ids, minus broadcast */
+#define OPTIONS_MAX_CPUS     64             /* = VM_MAX_VCPUS (vcpu/) */
 
 /* One -object iothread. */
 typedef struct IOThreadOption {
@@ -69,9 +69,13 @@ void options_clear(ShardvmOptions *o);
 const char *options_usage(void);
 
 /*
- * options_parse_size: QEMU's size syntax: a number (decimals allowed) with
- * an optional suffix B, K, M, G, T (any case; powers of 1024); a bare
- * number is multiplied by @unit (MiB for -m).  Returns 0 or -EINVAL.
+ * options_parse_size: exactly the size syntax QEMU 7.2 accepts: a decimal
+ * number (a fraction such as "1.5" or "256." allowed, no exponent) or a 0x
+ * hex integer, with an optional suffix B, K, M, G, T, P, E (any case;
+ * powers of 1024).  The value is first read as bytes, so a fraction needs
+ * a suffix; then, as QEMU does for -m, a value whose last character is a
+ * digit is multiplied by @unit ("0x100" with MiB is 256 MiB, "1.5" is
+ * refused, "1.0" is 1 MiB).  Returns 0 or -EINVAL (also on overflow).
  */
 int options_parse_size(const char *s, uint64_t unit, uint64_t *out);
 

@@ -10,7 +10,12 @@
  * writing to THR must not wait for the main loop (which holds the BQL for
  * whole iterations), and the mutex is all that orders concurrent writers:
  * the output callback runs under it, so bytes leave in the order the
- * guest wrote them and none is lost or buffered in the model.
+ * guest wrote them.
+ *
+ * Flow control: the output callback may refuse a byte (return 0, e.g. the
+ * console's buffer is full).  The transmitter then stops: the byte stays
+ * in THR and LSR shows THRE and TEMT clear until serial_tx_retry() gets
+ * it out (QEMU's serial does the same with its chardev's write watch).
  */
 #ifndef SHARDVM_SERIAL_H
 #define SHARDVM_SERIAL_H
@@ -72,9 +77,14 @@ enum {
 #define UART_MSR_RI   0x40
 #define UART_MSR_DCD  0x80
 
-/* Guest output: @len bytes the guest transmitted, in order.  Called with
- * the port's mutex held, on the thread that wrote THR. */
-typedef void SerialOutputFunc(void *opaque, const uint8_t *buf, size_t len);
+/* Guest output: @len bytes the guest transmitted, in order.  Returns how
+ * many were taken; fewer stops the transmitter (see above).  Called with
+ * the port's mutex held, on the thread that wrote THR (or that called
+ * serial_tx_retry()). */
+typedef size_t SerialOutputFunc(void *opaque, const uint8_t *buf, size_t len);
+/* The receive buffer was full and the guest just made room.  Called with
+ * the port's mutex held, on the vCPU thread that read; must not block. */
+typedef void SerialRxSpaceFunc(void *opaque);
 /* Interrupt line: called with the new level when it changes, with the
  * port's mutex held. */
 typedef void SerialIrqFunc(void *opaque, bool level);
@@ -98,6 +108,19 @@ uint8_t serial_read(SerialPort *s, unsigned offset);
 /* serial_write: guest write of @val to register @offset (0-7).  Any thread;
  * a THR write calls the output callback before returning. */
 void serial_write(SerialPort *s, unsigned offset, uint8_t val);
+
+/* serial_set_rx_space_handler: call @fn(opaque) when a full receive
+ * buffer gets room.  Before the port is used. */
+void serial_set_rx_space_handler(SerialPort *s, SerialRxSpaceFunc *fn);
+
+/* serial_rx_room: how many input bytes serial_receive() would take now
+ * (a chardev reads no more than that).  Any thread. */
+size_t serial_rx_room(SerialPort *s);
+
+/* serial_tx_retry: the output has room again: send the byte held in THR,
+ * if any; then THRE/TEMT are set and a THR-empty interrupt is raised.
+ * Any thread (the main loop's writable handler). */
+void serial_tx_retry(SerialPort *s);
 
 /*
  * serial_receive: queue @len bytes of input for the guest.  Returns how

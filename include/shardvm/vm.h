@@ -147,6 +147,24 @@ int vm_get_nr_vcpus(VM *vm);
  * @vm.  Any thread. */
 VCPU *vm_get_vcpu(VM *vm, int index);
 
+/*
+ * Ports the in-kernel irqchip and PIT answer without a userspace exit:
+ * PIC 0x20-0x21 and 0xa0-0xa1, PIT 0x40-0x43, the PIT gate / speaker port
+ * 0x61 (KVM_PIT_SPEAKER_DUMMY) and the ELCR 0x4d0-0x4d1.  A device put
+ * there would never see an access, so they are reserved as regions of
+ * the port space (accesses never reach them; vm_new() adds them when the
+ * irqchip is on) and adding an overlapping region fails, naming them.
+ */
+#define VM_NR_IN_KERNEL_PORT_RANGES 5
+
+/*
+ * vm_reserve_in_kernel_ports: add the reserved regions above to @pio
+ * (a VM's port space, or a free-standing one in tests).  Returns 0 or a
+ * negative errno with @errp set (a port already taken).  Same threads as
+ * address_space_add().
+ */
+int vm_reserve_in_kernel_ports(AddressSpace *pio, GError **errp);
+
 /* vm_get_fd: the KVM VM fd (for ioctls the VM API does not wrap). */
 int vm_get_fd(VM *vm);
 

@@ -8,7 +8,10 @@
 #include <glib/gstdio.h>
 
 #include <cstring>
+#include <fcntl.h>
 #include <string>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 #include "shardvm/multiboot.h"
@@ -497,8 +500,8 @@ protected:
     }
     void TearDown() override
     {
-        for (auto &f : files_) {
-            g_unlink(f.c_str());
+        for (auto it = files_.rbegin(); it != files_.rend(); ++it) {
+            g_unlink(it->c_str());
         }
         g_rmdir(dir_);
         g_free(dir_);
@@ -564,6 +567,134 @@ TEST_F(MultibootFiles, BadKernelMessageNamesFile)
     EXPECT_EQ(LoadFiles(k, nullptr), -ENOEXEC);
     EXPECT_EQ(Message(), "cannot boot '" + k + "': a Linux bzImage is not "
                          "supported: shardvm boots multiboot v1 kernels");
+}
+
+// Issue 8 points 2 and 10: files are checked with fstat() before a byte is
+// read; nothing blocks or eats memory; errors keep the real errno text.
+TEST_F(MultibootFiles, FifoKernelIsRefusedWithoutBlocking)
+{
+    std::string p = std::string(dir_) + "/fifo";
+    ASSERT_EQ(mkfifo(p.c_str(), 0600), 0);
+    files_.push_back(p);
+    // No writer: a blocking open would hang here for ever.
+    EXPECT_EQ(LoadFiles(p, nullptr), -EINVAL);
+    EXPECT_EQ(Message(), "cannot read kernel '" + p +
+                             "': a FIFO, not a regular file");
+}
+
+TEST_F(MultibootFiles, DeviceAndDirectoryAreRefused)
+{
+    auto k = Write("k.elf", MakeElf(false, kLoad,
+                                    { { kLoad, kLoad, Text(), 64 } }));
+    EXPECT_EQ(LoadFiles(k, "/dev/zero"), -EINVAL);
+    EXPECT_EQ(Message(), "cannot read module '/dev/zero': a character "
+                         "device, not a regular file");
+    EXPECT_EQ(LoadFiles("/dev/urandom", nullptr), -EINVAL);
+    EXPECT_EQ(LoadFiles(dir_, nullptr), -EINVAL);
+    EXPECT_NE(Message().find("a directory, not a regular file"),
+              std::string::npos) << Message();
+}
+
+TEST_F(MultibootFiles, FileLargerThanRamIsRefusedBeforeReading)
+{
+    // 8 GiB, sparse: reading it would take 8 GB and many seconds.
+    std::string p = std::string(dir_) + "/huge";
+    int fd = open(p.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    files_.push_back(p);
+    ASSERT_EQ(ftruncate(fd, 8ll << 30), 0);
+    close(fd);
+    EXPECT_EQ(LoadFiles(p, nullptr), -EFBIG);
+    EXPECT_EQ(Message(), "cannot read kernel '" + p + "': 8589934592 bytes "
+                         "is more than the 4194304 bytes of guest RAM left");
+
+    // Kernel and modules together: the module that does not fit is named.
+    auto k = Write("k.elf", MakeElf(false, kLoad,
+                                    { { kLoad, kLoad, Text(), 64 } }));
+    auto m = Write("big", std::vector<uint8_t>(kRamSize - 100, 1));
+    EXPECT_EQ(LoadFiles(k, m.c_str()), -EFBIG);
+    EXPECT_NE(Message().find("cannot read module '" + m + "'"),
+              std::string::npos) << Message();
+}
+
+TEST_F(MultibootFiles, ErrnoTextIsKept)
+{
+    auto k = Write("k.elf", MakeElf(false, kLoad,
+                                    { { kLoad, kLoad, Text(), 64 } }));
+    EXPECT_EQ(LoadFiles(k + "/x", nullptr), -ENOTDIR);
+    EXPECT_EQ(Message(), "cannot read kernel '" + k + "/x': Not a directory");
+
+    std::string longname = std::string(dir_) + "/" + std::string(300, 'n');
+    EXPECT_EQ(LoadFiles(longname, nullptr), -ENAMETOOLONG);
+    EXPECT_NE(Message().find("File name too long"), std::string::npos)
+        << Message();
+
+    std::string a = std::string(dir_) + "/loop-a";
+    std::string b = std::string(dir_) + "/loop-b";
+    ASSERT_EQ(symlink(b.c_str(), a.c_str()), 0);
+    ASSERT_EQ(symlink(a.c_str(), b.c_str()), 0);
+    files_.push_back(a);
+    files_.push_back(b);
+    std::string initrd = a + " args";
+    EXPECT_EQ(LoadFiles(k, initrd.c_str()), -ELOOP);
+    EXPECT_EQ(Message(), "cannot read module '" + a +
+                             "': Too many levels of symbolic links");
+}
+
+// Issue 8 point 4: nothing the loader places may overlap anything else.
+TEST_F(Multiboot, ErrorLongCommandLineOverInfo)
+{
+    // A kernel at 0x1000: a 40 KB -append runs into 0x9000.
+    auto img = MakeElf(false, 0x1000, { { 0x1000, 0x1000, Text(), 0x1000 } });
+    std::string append(40000, 'a');
+    EXPECT_EQ(Load(img, append.c_str()), -ERANGE);
+    EXPECT_NE(Message().find("module list and command lines (0x2000-"),
+              std::string::npos) << Message();
+    EXPECT_NE(Message().find("overlaps the multiboot information "
+                             "(0x9000-0x9558)"),
+              std::string::npos) << Message();
+}
+
+TEST_F(Multiboot, ErrorModuleOverInfo)
+{
+    auto img = MakeElf(false, 0x1000, { { 0x1000, 0x1000, Text(), 0x1000 } });
+    std::vector<uint8_t> m(64 << 10, 0x5a);
+    std::vector<MultibootModule> mods = { { m.data(), m.size(), "m" } };
+    EXPECT_EQ(Load(img, "", mods), -ERANGE);
+    EXPECT_NE(Message().find("module 0 (0x3000-0x13000) overlaps the "
+                             "multiboot information"),
+              std::string::npos) << Message();
+}
+
+TEST_F(Multiboot, ErrorSegmentsOverlapEachOther)
+{
+    auto img = MakeElf(false, kLoad,
+                       { { kLoad, kLoad, Text(), 0x2000 },
+                         { kLoad + 0x1000, kLoad + 0x1000, { 1, 2 }, 16 } });
+    EXPECT_EQ(Load(img), -ERANGE);
+    EXPECT_NE(Message().find("ELF segment 1 (0x101000-0x101010) overlaps "
+                             "ELF segment 0"),
+              std::string::npos) << Message();
+}
+
+// Issue 8 point 10: a low segment and a high one are fine as long as
+// neither touches 0x9000-0x9558 (the old check used the whole extent).
+TEST_F(Multiboot, SegmentsAroundInfoAreFine)
+{
+    auto img = MakeElf(false, kLoad,
+                       { { kLoad, kLoad, Text(), 0x1000 },
+                         { 0x1000, 0x1000, { 7, 7, 7 }, 0x100 } });
+    ASSERT_EQ(Load(img), 0) << Message();
+    EXPECT_EQ(At(0x1000)[0], 7);
+    EXPECT_EQ(boot_.kernel_start, 0x1000u);
+}
+
+TEST_F(Multiboot, ErrorFileSizeAboveMemSizeIsNamed)
+{
+    auto img = MakeElf(false, kLoad, { { kLoad, kLoad, Text(256), 64 } });
+    EXPECT_EQ(Load(img), -EINVAL);
+    EXPECT_EQ(Message(), "ELF segment 0: p_filesz (0x100) is larger than "
+                         "p_memsz (0x40)");
 }
 
 } // namespace

@@ -120,6 +120,40 @@ TEST_F(Options, SizeParser)
     EXPECT_EQ(options_parse_size("99999999999T", 1, &v), -EINVAL);
 }
 
+// Issue 8 point 10: exactly what QEMU 7.2 accepts for -m (checked with
+// qemu-system-x86_64 -machine none -m X and "info memory_size_summary").
+TEST_F(Options, SizeParserMatchesQemu)
+{
+    const uint64_t MiB = 1 << 20;
+    struct { const char *s; uint64_t bytes; } ok[] = {
+        { "0x100", 256 * MiB },  { "0X100", 256 * MiB },
+        { "0x10M", 16 * MiB },   { "0x2g", 2ull << 30 },
+        { "1.5M", 3 * MiB / 2 }, { "0.5M", MiB / 2 },
+        { "256.M", 256 * MiB },  { "1.M", MiB },
+        { "1.0", MiB },          { "256.0", 256 * MiB },
+        { "0256", 256 * MiB },   { "+256", 256 * MiB },
+        { " 256", 256 * MiB },   { "256b", 256 },
+        { "2K", 2048 },          { "1P", 1ull << 50 },
+        { "1.00001M", MiB + 10 }, { "3.", 3 },
+    };
+    for (auto &c : ok) {
+        uint64_t v = 0;
+        EXPECT_EQ(options_parse_size(c.s, MiB, &v), 0) << c.s;
+        EXPECT_EQ(v, c.bytes) << c.s;
+    }
+    const char *bad[] = { "1e3", "0x1p30B", "1.5", "0.5", "0x100.5",
+                          "256MiB", "256MB", "256 ", "0x", "-1", "-0x100",
+                          "00x100", "1.5e3M", ".5G", "", "M", "inf", "nan",
+                          "16E", "99999999999999999999" };
+    for (const char *b : bad) {
+        uint64_t v = 0;
+        EXPECT_EQ(options_parse_size(b, MiB, &v), -EINVAL) << "'" << b << "'";
+    }
+    uint64_t v = 0;
+    EXPECT_EQ(options_parse_size("0x1e3M", MiB, &v), 0); // hex, not 1e3
+    EXPECT_EQ(v, 0x1e3 * MiB);
+}
+
 TEST_F(Options, Smp)
 {
     ASSERT_EQ(Parse({ "-smp", "4" }), 0);
@@ -132,10 +166,41 @@ TEST_F(Options, Smp)
     EXPECT_EQ(Parse({ "-smp", "2,maxcpus=4" }), -EINVAL);
     EXPECT_NE(Message().find("hotplug"), std::string::npos);
     EXPECT_EQ(Parse({ "-smp", "0" }), -EINVAL);
-    EXPECT_EQ(Message(), "-smp: invalid cpus '0' (expected 1..255)");
+    EXPECT_EQ(Message(), "-smp: invalid cpus '0' (expected 1..64)");
     EXPECT_EQ(Parse({ "-smp", "two" }), -EINVAL);
     EXPECT_EQ(Parse({ "-smp", "2,dies=1" }), -EINVAL);
     EXPECT_EQ(Message(), "-smp: unknown parameter 'dies'");
+}
+
+TEST_F(Options, SmpLimitAndTopologyMustMatch)
+{
+    EXPECT_EQ(Parse({ "-smp", "256" }), -EINVAL);
+    EXPECT_EQ(Message(), "-smp: invalid cpus '256' (expected 1..64)");
+    EXPECT_EQ(Parse({ "-smp", "65" }), -EINVAL);
+    ASSERT_EQ(Parse({ "-smp", "64" }), 0) << Message();
+    // A topology that holds more (or fewer) CPUs than asked for would
+    // need hotplug: docs/usage.md says maxcpus must equal the count.
+    EXPECT_EQ(Parse({ "-smp", "cpus=2,sockets=4" }), -EINVAL);
+    EXPECT_NE(Message().find("must equal the 2 CPUs"), std::string::npos)
+        << Message();
+    EXPECT_EQ(Parse({ "-smp", "4,sockets=1,cores=2" }), -EINVAL);
+    ASSERT_EQ(Parse({ "-smp", "4,sockets=2,cores=2" }), 0) << Message();
+    EXPECT_EQ(o_.cpus, 4u);
+    ASSERT_EQ(Parse({ "-smp", "maxcpus=2,sockets=2" }), 0) << Message();
+    EXPECT_EQ(o_.cpus, 2u);
+}
+
+TEST_F(Options, AccelSuboptionsAreChecked)
+{
+    ASSERT_EQ(Parse({ "-accel", "kvm" }), 0) << Message();
+    ASSERT_EQ(Parse({ "-accel", "kvm,kernel-irqchip=on" }), 0) << Message();
+    ASSERT_EQ(Parse({ "-accel", "accel=kvm" }), 0) << Message();
+    EXPECT_EQ(Parse({ "-accel", "kvm,bogus=1" }), -EINVAL);
+    EXPECT_EQ(Message(), "-accel: unknown parameter 'bogus'");
+    EXPECT_EQ(Parse({ "-accel", "kvm,kernel-irqchip=off" }), -EINVAL);
+    EXPECT_NE(Message().find("kernel-irqchip=off"), std::string::npos);
+    EXPECT_EQ(Parse({ "-accel", "kvm,kernel-irqchip=split" }), -EINVAL);
+    EXPECT_EQ(Parse({ "-accel", "tcg" }), -EINVAL);
 }
 
 TEST_F(Options, Serial)

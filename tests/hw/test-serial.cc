@@ -15,9 +15,15 @@ protected:
     void SetUp() override { s_ = serial_new(Output, Irq, this); }
     void TearDown() override { serial_free(s_); }
 
-    static void Output(void *opaque, const uint8_t *buf, size_t len)
+    static size_t Output(void *opaque, const uint8_t *buf, size_t len)
     {
-        static_cast<Serial *>(opaque)->out_.append((const char *)buf, len);
+        auto *t = static_cast<Serial *>(opaque);
+        size_t n = std::min(len, t->accept_);
+        t->out_.append((const char *)buf, n);
+        if (t->accept_ != SIZE_MAX) {
+            t->accept_ -= n;
+        }
+        return n;
     }
     static void Irq(void *opaque, bool level)
     {
@@ -37,6 +43,7 @@ protected:
     }
 
     SerialPort *s_ = nullptr;
+    size_t accept_ = SIZE_MAX; // bytes the "console" still takes
     std::string out_;
     std::vector<bool> irq_;
 };
@@ -184,6 +191,62 @@ TEST_F(Serial, ConcurrentWritersLoseNothing)
     for (int i = 0; i < 4; i++) {
         EXPECT_EQ(std::count(out_.begin(), out_.end(), 'a' + i), 1000);
     }
+}
+
+// Issue 8 point 1: an output that refuses bytes stops the transmitter
+// (THRE/TEMT clear, no THR-empty interrupt) instead of blocking; a retry
+// sends the held byte and restarts it.
+TEST_F(Serial, RefusedByteStopsTransmitterUntilRetry)
+{
+    serial_write(s_, UART_IER, UART_IER_THRI);
+    EXPECT_EQ(serial_read(s_, UART_IIR) & 0x0f, UART_IIR_THRI); // ack
+    accept_ = 2;
+    Puts("ab");
+    EXPECT_EQ(out_, "ab");
+    serial_write(s_, UART_THR, 'c'); // refused: held in THR
+    EXPECT_EQ(serial_read(s_, UART_LSR) & (UART_LSR_THRE | UART_LSR_TEMT),
+              0);
+    EXPECT_EQ(serial_read(s_, UART_IIR) & 0x0f, UART_IIR_NO_INT);
+    serial_tx_retry(s_); // still no room: nothing changes
+    EXPECT_EQ(serial_read(s_, UART_LSR) & UART_LSR_THRE, 0);
+    EXPECT_EQ(out_, "ab");
+
+    accept_ = SIZE_MAX;
+    serial_tx_retry(s_);
+    EXPECT_EQ(out_, "abc");
+    EXPECT_EQ(serial_read(s_, UART_LSR) & (UART_LSR_THRE | UART_LSR_TEMT),
+              UART_LSR_THRE | UART_LSR_TEMT);
+    EXPECT_TRUE(irq_.back());
+    EXPECT_EQ(serial_read(s_, UART_IIR) & 0x0f, UART_IIR_THRI);
+    serial_tx_retry(s_); // nothing held: no output
+    EXPECT_EQ(out_, "abc");
+}
+
+TEST_F(Serial, WriteWhileStoppedOverwritesHeldByte)
+{
+    accept_ = 0;
+    serial_write(s_, UART_THR, 'x');
+    serial_write(s_, UART_THR, 'y'); // the guest ignored THRE
+    accept_ = SIZE_MAX;
+    serial_tx_retry(s_);
+    EXPECT_EQ(out_, "y");
+}
+
+TEST_F(Serial, RxSpaceHandlerWhenFullBufferDrains)
+{
+    static int calls;
+    calls = 0;
+    serial_set_rx_space_handler(s_, [](void *) { calls++; });
+    EXPECT_EQ(serial_rx_room(s_), (size_t)SERIAL_RX_SIZE);
+    Receive("ab");
+    serial_read(s_, UART_RBR);
+    EXPECT_EQ(calls, 0); // was not full
+    std::string big(SERIAL_RX_SIZE - 1, 'z');
+    EXPECT_EQ(Receive(big), big.size());
+    EXPECT_EQ(serial_rx_room(s_), 0u);
+    serial_read(s_, UART_RBR);
+    EXPECT_EQ(calls, 1);
+    EXPECT_EQ(serial_rx_room(s_), 1u);
 }
 
 TEST(SerialNoCallbacks, DiscardsOutput)

@@ -9,6 +9,7 @@
 #include "../common/need-kvm.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <poll.h>
@@ -192,6 +193,87 @@ protected:
     char *dir_ = nullptr;
     std::vector<std::string> files_;
 };
+
+// Start-up errors that come before /dev/kvm is opened: these run on a
+// machine without KVM too (issue 8 points 2, 7, 10).
+class IntegrationNoKvm : public Integration {
+protected:
+    void SetUp() override
+    {
+        ASSERT_FALSE(Binary().empty()) << "SHARDVM_BINARY is not set";
+        dir_ = g_dir_make_tmp("shardvm-it-XXXXXX", nullptr);
+        ASSERT_NE(dir_, nullptr);
+    }
+};
+
+TEST_F(IntegrationNoKvm, FifoKernelAndDeviceModulesAreRefusedAtOnce)
+{
+    std::string fifo = Path("fifo");
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    // Without the fix this hangs in open() until the 20 s timeout.
+    Result r = Shardvm({ "-kernel", fifo }, 20);
+    EXPECT_FALSE(r.timed_out) << Describe(r);
+    EXPECT_EQ(r.status, 1) << Describe(r);
+    EXPECT_NE(r.err.find("shardvm: cannot read kernel '" + fifo +
+                         "': a FIFO, not a regular file"),
+              std::string::npos) << Describe(r);
+
+    std::string k = WriteFile("k", "not read: the module is refused first");
+    r = Shardvm({ "-kernel", k, "-initrd", "/dev/zero" }, 20);
+    EXPECT_FALSE(r.timed_out) << Describe(r);
+    EXPECT_EQ(r.status, 1) << Describe(r);
+    EXPECT_NE(r.err.find("cannot read module '/dev/zero': a character "
+                         "device, not a regular file"),
+              std::string::npos) << Describe(r);
+}
+
+TEST_F(IntegrationNoKvm, SparseKernelLargerThanRamIsRefusedBeforeReading)
+{
+    std::string p = Path("huge");
+    int fd = open(p.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ftruncate(fd, 8ll << 30), 0);
+    close(fd);
+    Result r = RunChild({ Binary(), "-m", "128M", "-kernel", p }, 20);
+    EXPECT_FALSE(r.timed_out) << Describe(r);
+    EXPECT_EQ(r.status, 1) << Describe(r);
+    EXPECT_NE(r.err.find("cannot read kernel '" + p + "': 8589934592 bytes "
+                         "is more than the 134217728 bytes of guest RAM"),
+              std::string::npos) << Describe(r);
+}
+
+TEST_F(IntegrationNoKvm, BadOptionsNamed)
+{
+    const struct { std::vector<std::string> args; const char *msg; } c[] = {
+        { { "-accel", "kvm,bogus=1" }, "-accel: unknown parameter 'bogus'" },
+        { { "-accel", "kvm,kernel-irqchip=off" }, "kernel-irqchip=off" },
+        { { "-smp", "cpus=2,sockets=4" }, "must equal the 2 CPUs" },
+        { { "-smp", "256" }, "-smp: invalid cpus '256' (expected 1..64)" },
+        { { "-m", "1e3" }, "-m: invalid size '1e3'" },
+        { { "-m", "0x1p30B" }, "-m: invalid size '0x1p30B'" },
+    };
+    for (const auto &t : c) {
+        std::vector<std::string> argv = { Binary(), "-kernel", "k" };
+        argv.insert(argv.end(), t.args.begin(), t.args.end());
+        Result r = RunChild(argv, 20);
+        EXPECT_EQ(r.status, 1) << Describe(r);
+        EXPECT_NE(r.err.find(t.msg), std::string::npos) << Describe(r);
+    }
+}
+
+// isa-debug-exit on in-kernel PIT ports can never fire: refused (needs a
+// VM, so KVM).
+TEST_F(Integration, DebugExitOnInKernelPortsRefused)
+{
+    for (const char *base : { "0x20", "0x40", "0x61", "0x4d0" }) {
+        Result r = RunChild({ Binary(), "-device",
+                              std::string("isa-debug-exit,iobase=") + base,
+                              "-kernel", Guest("hello.elf") }, 30);
+        EXPECT_EQ(r.status, 1) << Describe(r);
+        EXPECT_NE(r.err.find("overlaps 'in-kernel"), std::string::npos)
+            << Describe(r);
+    }
+}
 
 TEST_F(Integration, HelloPrintsAndExitsWithZero)
 {

@@ -215,3 +215,89 @@ TEST_F(AddressSpaceTest, ReplaceTableWhileReading)
     EXPECT_EQ(stable.writes.load(), done[0].load() + done[1].load());
     EXPECT_EQ(stable.bad.load(), 0u);
 }
+
+// A device that answers each byte with its port's low byte plus 0x10, so a
+// read shows which bytes it supplied.
+struct ByteDevice {
+    std::vector<std::pair<uint64_t, unsigned>> reads, writes; // off, size
+    std::vector<uint64_t> values;
+    static uint64_t read_cb(void *opaque, uint64_t off, unsigned size)
+    {
+        auto *d = static_cast<ByteDevice *>(opaque);
+        d->reads.emplace_back(off, size);
+        uint64_t v = 0;
+        for (unsigned i = 0; i < size; i++) {
+            v |= (uint64_t)(0x10 + off + i) << (8 * i);
+        }
+        return v;
+    }
+    static void write_cb(void *opaque, uint64_t off, uint64_t v, unsigned size)
+    {
+        auto *d = static_cast<ByteDevice *>(opaque);
+        d->writes.emplace_back(off, size);
+        d->values.push_back(v);
+    }
+    static inline const IORegionOps ops = { read_cb, write_cb };
+};
+
+// Issue 8 point 5: "outl 0x3fd" must not wrap inside an 8-port UART; the
+// byte past its end belongs to the next owner (or nobody).
+TEST_F(AddressSpaceTest, WideAccessCrossingRegionEndIsSplit)
+{
+    AddressSpace *pio = address_space_new("pio", ADDRESS_SPACE_PIO);
+    ByteDevice uart, next;
+    GError *e = nullptr;
+    ASSERT_NE(address_space_add(pio, "uart", 0x3f8, 8, &ByteDevice::ops,
+                                &uart, 0, &e), nullptr);
+    ASSERT_NE(address_space_add(pio, "next", 0x400, 4, &ByteDevice::ops,
+                                &next, 0, &e), nullptr);
+
+    // outl 0x3fd: three bytes to the UART (offsets 5..7), one to "next".
+    EXPECT_TRUE(address_space_write(pio, 0x3fd, 4, 0x44332211));
+    std::vector<std::pair<uint64_t, unsigned>> want_uart = { { 5, 2 },
+                                                              { 7, 1 } };
+    EXPECT_EQ(uart.writes, want_uart);
+    EXPECT_EQ(uart.values, (std::vector<uint64_t>{ 0x2211, 0x33 }));
+    std::vector<std::pair<uint64_t, unsigned>> want_next = { { 0, 1 } };
+    EXPECT_EQ(next.writes, want_next);
+    EXPECT_EQ(next.values, std::vector<uint64_t>{ 0x44 });
+    for (auto &w : uart.writes) {
+        EXPECT_LT(w.first + w.second, 9u); // nothing wrapped to offset 0
+    }
+
+    // inl 0x3fe: two bytes from the UART, two from "next".
+    uint64_t v = 0;
+    EXPECT_TRUE(address_space_read(pio, 0x3fe, 4, &v));
+    EXPECT_EQ(v, 0x11101716u);
+
+    // A gap after the region reads as ones, and is counted.
+    ByteDevice lone;
+    ASSERT_NE(address_space_add(pio, "lone", 0x500, 2, &ByteDevice::ops,
+                                &lone, 0, &e), nullptr);
+    uint64_t before = address_space_get_unassigned(pio);
+    EXPECT_TRUE(address_space_read(pio, 0x501, 4, &v));
+    EXPECT_EQ(v, 0xffffff11u);
+    EXPECT_GT(address_space_get_unassigned(pio), before);
+
+    // An access starting in a gap reaches the region it runs into.
+    lone.writes.clear();
+    EXPECT_TRUE(address_space_write(pio, 0x4ff, 2, 0xaabb));
+    std::vector<std::pair<uint64_t, unsigned>> want_lone = { { 0, 1 } };
+    EXPECT_EQ(lone.writes, want_lone);
+    EXPECT_EQ(lone.values.back(), 0xaau);
+
+    // The last port: bytes past 0xffff are nobody's.
+    ByteDevice top;
+    ASSERT_NE(address_space_add(pio, "top", 0xfffe, 2, &ByteDevice::ops, &top,
+                                0, &e), nullptr);
+    EXPECT_TRUE(address_space_read(pio, 0xffff, 4, &v));
+    EXPECT_EQ(v, 0xffffff11u);
+
+    // Inside one region nothing changes: one access of the full size.
+    uart.writes.clear();
+    EXPECT_TRUE(address_space_write(pio, 0x3f8, 4, 1));
+    want_uart = { { 0, 4 } };
+    EXPECT_EQ(uart.writes, want_uart);
+
+    address_space_free(pio);
+}
