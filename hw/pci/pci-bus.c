@@ -10,6 +10,9 @@
 #include <errno.h>
 
 #define PCI_HIGHMEM_BASE 0x100000000ull
+/* The implemented bits of the 0xCF8 latch: enable, bus, device, function,
+ * register (dword). */
+#define PCI_CONF1_ADDR_MASK 0x80fffffcu
 
 struct PCIBus {
     AddressSpace *mmio;          /* immutable */
@@ -83,7 +86,8 @@ void pci_bus_conf1_write(PCIBus *bus, unsigned port_offset, uint64_t value,
 {
     if (port_offset < 4) {
         if (port_offset == 0 && size == 4) {
-            bus->conf1_addr = (uint32_t)value;
+            /* Bits 30:24 and 1:0 are reserved: read-only zero. */
+            bus->conf1_addr = (uint32_t)value & PCI_CONF1_ADDR_MASK;
         }
         return;
     }
