@@ -19,9 +19,13 @@
  *                (the PCI hole above low RAM, below the IOAPIC)
  *   64-bit BARs: from the end of RAM above 4 GiB (or 4 GiB) rounded up to
  *                1 GiB, for 64 GiB.
- * A guest may move a BAR anywhere; a placement over RAM, over another
- * region or at the sizing pattern (all ones) leaves the BAR unmapped
- * (accesses there hit nothing) and is logged once per device.
+ * A guest may move a BAR anywhere; a placement over RAM, over the IOAPIC
+ * (0xFEC00000, 1 MiB), the LAPIC/MSI window (0xFEE00000, 1 MiB), KVM's
+ * private pages (0xFEFFC000, 16 KiB), over another region or at the
+ * sizing pattern (all ones) leaves the BAR unmapped (accesses there hit
+ * nothing) and is logged once per device.  A BAR left unmapped because
+ * another BAR was in its place is mapped as soon as that one moves away
+ * or stops decoding: the mapping never depends on the order of writes.
  */
 #ifndef SHARDVM_PCI_H
 #define SHARDVM_PCI_H
