@@ -122,6 +122,10 @@ void pci_msix_notify(PCIDevice *d, unsigned vector)
         m->pba[vector / 64] |= 1ull << (vector % 64);
     } else if (m->vec[vector].gsi >= 0) {
         event_notifier_set(&m->vec[vector].irqfd);
+    } else {
+        /* Unmasked but no route (KVM refused one): keep it pending; the
+         * next table or control write retries the route and delivers. */
+        m->pba[vector / 64] |= 1ull << (vector % 64);
     }
     g_mutex_unlock(&m->lock);
 }
@@ -141,10 +145,21 @@ void pci_msix_config_written(PCIDevice *d)
 
 /* ---- the BAR ---------------------------------------------------------- */
 
+/* Table and PBA take aligned dword and qword accesses only (PCIe 6.8.2:
+ * anything else is undefined): others read 0 and write nothing, so e.g. a
+ * byte write cannot unmask a vector. */
+static bool msix_access_ok(uint64_t offset, unsigned size)
+{
+    return (size == 4 || size == 8) && offset % size == 0;
+}
+
 static uint64_t msix_bar_read(void *opaque, uint64_t offset, unsigned size)
 {
     PCIMsix *m = opaque;
     uint64_t v = 0;
+    if (!msix_access_ok(offset, size)) {
+        return 0;
+    }
     g_mutex_lock(&m->lock);
     for (unsigned i = 0; i < size; i++) {
         uint64_t o = offset + i;
@@ -167,7 +182,7 @@ static void msix_bar_write(void *opaque, uint64_t offset, uint64_t value,
 {
     PCIMsix *m = opaque;
     uint64_t table_size = (uint64_t)m->nr * PCI_MSIX_ENTRY_SIZE;
-    if (offset >= table_size) {
+    if (offset >= table_size || !msix_access_ok(offset, size)) {
         return; /* the PBA is read-only */
     }
     g_mutex_lock(&m->lock);

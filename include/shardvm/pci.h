@@ -324,7 +324,8 @@ void pci_msix_cleanup(PCIDevice *d);
 /*
  * pci_msix_notify: interrupt the guest with @vector: if MSI-X is enabled
  * and neither the function nor the vector is masked, set the vector's
- * irqfd; if masked, set its PBA bit instead (delivered when unmasked).
+ * irqfd; if masked (or KVM refused its route), set its PBA bit instead
+ * (delivered when unmasked / routed by a later table write).
  * Disabled MSI-X or an out-of-range vector: nothing (no INTx).  Any
  * thread.
  */
