@@ -3,7 +3,8 @@
  * 32-bit BAR, and delivery through per-vector MSI routes and irqfds.
  *
  * Masking is done in userspace: each vector has a KVM MSI route and an
- * irqfd EventNotifier, but the device never writes the irqfd itself;
+ * irqfd EventNotifier (both made when the vector is first routed), but
+ * the device never writes the irqfd itself;
  * pci_msix_notify() checks the masks under msix->lock and either sets the
  * irqfd (KVM injects) or sets the PBA bit.  Unmasking a vector whose PBA
  * bit is set fires it then.  A route is created when a vector is first
@@ -71,6 +72,15 @@ static bool msix_route_sync(PCIMsix *m, unsigned v)
     m->ops = ops;
     m->ops_opaque = opaque;
     if (mv->gsi < 0) {
+        /* The eventfd too is made only for a vector the guest uses: a
+         * device may have 2048 vectors, and running out of fds is a
+         * route failure (the interrupt stays pending), not an abort. */
+        if (event_notifier_get_fd(&mv->irqfd) < 0) {
+            r = event_notifier_init(&mv->irqfd, false);
+        }
+        if (r < 0) {
+            goto fail;
+        }
         r = ops->add_msi_route(opaque, addr, data);
         if (r >= 0) {
             mv->gsi = r;
@@ -83,6 +93,7 @@ static bool msix_route_sync(PCIMsix *m, unsigned v)
     } else if (addr != mv->route_addr || data != mv->route_data) {
         r = ops->update_msi_route(opaque, (unsigned)mv->gsi, addr, data);
     }
+fail:
     if (r < 0) {
         if (!m->warned) {
             m->warned = true;
@@ -246,8 +257,7 @@ int pci_msix_init(PCIDevice *d, unsigned nr_vectors, unsigned bar)
     for (unsigned v = 0; v < nr_vectors; v++) {
         m->table[v * PCI_MSIX_ENTRY_SIZE + 12] = PCI_MSIX_ENTRY_CTRL_MASKBIT;
         m->vec[v].gsi = -1;
-        r = event_notifier_init(&m->vec[v].irqfd, false);
-        g_assert(r == 0); /* out of fds at start-up: nothing sane to do */
+        m->vec[v].irqfd.fd = -1; /* created with the route */
     }
     pci_set_word(d->config + cap + PCI_MSIX_FLAGS, (uint16_t)(nr_vectors - 1));
     pci_set_word(d->wmask + cap + PCI_MSIX_FLAGS,

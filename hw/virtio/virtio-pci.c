@@ -571,10 +571,12 @@ VirtIOPCIProxy *virtio_pci_new(VirtIODevice *vdev, uint32_t class_code,
     memset(p->pci.wmask + c + VIRTIO_PCI_CAP_OFFSET, 0xff, 8);
     memset(p->pci.wmask + c + VIRTIO_PCI_CFG_DATA, 0xff, 4);
 
-    r = pci_msix_init(&p->pci, nr_vectors ? nr_vectors
-                                          : vdev->num_queues + 1,
+    /* num-queues and vectors come from the user: more vectors than MSI-X
+     * has are capped (queues past the table get VIRTIO_PCI_NO_VECTOR). */
+    unsigned vectors = nr_vectors ? nr_vectors : vdev->num_queues + 1;
+    r = pci_msix_init(&p->pci, MIN(vectors, (unsigned)PCI_MSIX_MAX_VECTORS),
                       VIRTIO_PCI_MSIX_BAR);
-    g_assert(r == 0);
+    g_assert(r == 0); /* 1..2048 vectors in a free BAR 1: cannot fail */
 
     vdev->transport_ops = &virtio_pci_transport_ops;
     vdev->transport = p;

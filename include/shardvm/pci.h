@@ -310,8 +310,9 @@ static inline uint32_t pci_get_long(const uint8_t *p)
  * fill the 32-bit BAR @bar (>= 4 KiB), which this
  * declares (lock-free region: MSI-X has its own mutex).  Every vector
  * starts masked, MSI-X disabled.  Interrupts go through the bus's
- * PCIVMOps (one MSI route + one irqfd EventNotifier per vector, set up
- * when the vector is first enabled and unmasked).  Returns 0 or a
+ * PCIVMOps (one MSI route + one irqfd EventNotifier per vector, both
+ * made when the vector is first enabled and unmasked, so unused vectors
+ * cost no fd).  Returns 0 or a
  * negative errno.  Before plugging; main thread.
  */
 int pci_msix_init(PCIDevice *d, unsigned nr_vectors, unsigned bar);
@@ -337,7 +338,8 @@ unsigned pci_msix_nr_vectors(PCIDevice *d);
 /* pci_msix_is_pending: the vector's PBA bit.  Any thread (tests). */
 bool pci_msix_is_pending(PCIDevice *d, unsigned vector);
 
-/* pci_msix_get_irqfd: the vector's irqfd notifier (tests read it). */
+/* pci_msix_get_irqfd: the vector's irqfd notifier (tests read it); its
+ * eventfd exists (fd >= 0) once the vector was first routed. */
 EventNotifier *pci_msix_get_irqfd(PCIDevice *d, unsigned vector);
 
 /* Internal to hw/pci/: called by the config-write path. */

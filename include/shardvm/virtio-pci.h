@@ -102,8 +102,9 @@ typedef struct VirtIOPCIProxy VirtIOPCIProxy;
  * virtio_device_init(); the caller keeps owning it and frees it after
  * virtio_pci_free()) with PCI class @class_code (block: 0x018000) and
  * @nr_vectors MSI-X vectors (0: one per queue plus one for config, as
- * QEMU).  Sets vdev->transport_ops / transport.  Returns the proxy
- * (virtio_pci_free()).  Main thread.
+ * QEMU; at most PCI_MSIX_MAX_VECTORS, more are capped).  Sets
+ * vdev->transport_ops / transport.  Returns the proxy (virtio_pci_free()).
+ * Main thread.
  */
 VirtIOPCIProxy *virtio_pci_new(VirtIODevice *vdev, uint32_t class_code,
                                unsigned nr_vectors);

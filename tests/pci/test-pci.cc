@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <unistd.h>
+#include <sys/resource.h>
 #include <thread>
 #include <vector>
 
@@ -815,6 +817,47 @@ TEST_F(MsixTest, NotifyRacingWithMaskIsNeverLost)
         ASSERT_FALSE(pci_msix_is_pending(&dev_.pci, 1));
     }
     bql_lock();
+}
+
+
+// 2048 vectors with few fds left (a user's num-queues=1024 under the
+// usual 1024-fd limit): no abort at init; a vector that cannot get its
+// eventfd stays pending and fires once one can be made.
+TEST_F(PciTest, MsixWithFewFdsLeft)
+{
+    int lowest_free = dup(0); // the number the next fd would get
+    ASSERT_GE(lowest_free, 0);
+    close(lowest_free);
+    struct rlimit saved;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    struct rlimit low = saved;
+    low.rlim_cur = (rlim_t)lowest_free; // no room for one more
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+
+    pci_device_init(&dev_.pci, "many", nullptr, 0x1234, 0x5678, 0, 0);
+    int r = pci_msix_init(&dev_.pci, PCI_MSIX_MAX_VECTORS, 0);
+    GError *err = nullptr;
+    int slot = pci_bus_add_device(bus_, &dev_.pci, 3, &err);
+    plugged_ = slot == 3;
+    uint8_t cap = pci_device_find_capability(&dev_.pci, PCI_CAP_ID_MSIX);
+    uint64_t table = pci_device_bar_address(&dev_.pci, 0);
+    pci_config_write(&dev_.pci, cap + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE,
+                     2);
+    address_space_write(mmio_, table + 8, 4, 0x4041);
+    address_space_write(mmio_, table + 12, 4, 0); // unmask: no fd for it
+    pci_msix_notify(&dev_.pci, 0);
+    bool pending = pci_msix_is_pending(&dev_.pci, 0);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+    ASSERT_EQ(r, 0);
+    ASSERT_EQ(slot, 3);
+    EXPECT_TRUE(pending);
+    EXPECT_TRUE(vm_.routes.empty());
+    address_space_write(mmio_, table + 8, 4, 0x4041); // retried: routed
+    EXPECT_EQ(vm_.routes.size(), 1u);
+    EXPECT_TRUE(event_notifier_test_and_clear(
+        pci_msix_get_irqfd(&dev_.pci, 0)));
+    EXPECT_FALSE(pci_msix_is_pending(&dev_.pci, 0));
 }
 
 } // namespace

@@ -591,4 +591,39 @@ TEST_F(VirtioPciTest, NotifyRacesWithVectorWrites)
     EXPECT_EQ(Common(VIRTIO_PCI_COMMON_Q_MSIX, 2), 1999u % 3);
 }
 
+
+// num-queues comes from the user: more queues than MSI-X has vectors
+// (2048) must not abort; the table is capped and the extra queues get no
+// vector.
+TEST_F(VirtioPciTest, MoreQueuesThanMsixVectors)
+{
+    TestVirtio big = {};
+    big.vdev.name = "virtio-big";
+    big.vdev.device_id = 2;
+    big.vdev.ops = &kOps;
+    big.vdev.config_size = sizeof(big.config);
+    virtio_device_init(&big.vdev, 2100, 256);
+    VirtIOPCIProxy *p = virtio_pci_new(&big.vdev, 0x018000, 0);
+    ASSERT_NE(p, nullptr);
+    GError *err = nullptr;
+    ASSERT_EQ(virtio_pci_plug(p, bus_, -1, &err), 2);
+    PCIDevice *d = virtio_pci_get_pci(p);
+    EXPECT_EQ(pci_msix_nr_vectors(d), (unsigned)PCI_MSIX_MAX_VECTORS);
+    uint64_t bar = pci_device_bar_address(d, VIRTIO_PCI_BAR);
+    address_space_write(mmio_, bar + VIRTIO_PCI_COMMON_Q_SELECT, 2, 2099);
+    address_space_write(mmio_, bar + VIRTIO_PCI_COMMON_Q_MSIX, 2, 2099);
+    uint64_t v = 0;
+    address_space_read(mmio_, bar + VIRTIO_PCI_COMMON_Q_MSIX, 2, &v);
+    EXPECT_EQ(v, VIRTIO_PCI_NO_VECTOR);
+    address_space_read(mmio_, bar + VIRTIO_PCI_COMMON_NUMQ, 2, &v);
+    EXPECT_EQ(v, 2100u);
+    // Its last queue's notify address kicks it.
+    address_space_write(mmio_, bar + VIRTIO_PCI_NOTIFY_OFFSET + 4 * 2099, 2,
+                        2099);
+    EXPECT_TRUE(event_notifier_test_and_clear(virtqueue_get_host_notifier(
+        virtio_get_queue(&big.vdev, 2099))));
+    virtio_pci_free(p);
+    virtio_device_cleanup(&big.vdev);
+}
+
 } // namespace
