@@ -75,11 +75,17 @@ static char *json_value_string(JsonNode *n)
  * per level and a 128 KiB argument of '[' overflows the stack. */
 #define DEVICE_JSON_MAX_DEPTH 32
 
-/* The deepest nesting of arrays/objects in @s (strings skipped). */
-static unsigned json_depth(const char *s)
+/*
+ * A look at @s (which starts with '{') before json-glib parses it: the
+ * deepest nesting of arrays/objects (strings skipped), and whether
+ * anything but white space follows the top-level object (json-glib 1.6
+ * silently takes the first of several top-level values, and leaks).
+ */
+static unsigned json_prescan(const char *s, bool *trailing)
 {
     unsigned depth = 0, max = 0;
     bool in_string = false;
+    *trailing = false;
     for (; *s; s++) {
         if (in_string) {
             if (*s == '\\' && s[1]) {
@@ -90,11 +96,19 @@ static unsigned json_depth(const char *s)
         } else if (*s == '"') {
             in_string = true;
         } else if (*s == '[' || *s == '{') {
-            max = MAX(max, ++depth);
+            depth++;
+            max = MAX(max, depth);
         } else if ((*s == ']' || *s == '}') && depth) {
-            depth--;
+            if (--depth == 0) {
+                s++;
+                break;
+            }
         }
     }
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') {
+        s++;
+    }
+    *trailing = *s != '\0';
     return max;
 }
 
@@ -141,9 +155,15 @@ static GHashTable *parse_json(const char *arg, GError **errp)
 
     g_signal_connect(parser, "object-member", G_CALLBACK(json_member_parsed),
                      &dups);
-    if (json_depth(arg) > DEVICE_JSON_MAX_DEPTH) {
+    bool trailing;
+    if (json_prescan(arg, &trailing) > DEVICE_JSON_MAX_DEPTH) {
         shardvm_error_set(errp, -EINVAL, "-device: JSON nested deeper than "
                           "%d levels", DEVICE_JSON_MAX_DEPTH);
+        goto out;
+    }
+    if (trailing) {
+        shardvm_error_set(errp, -EINVAL, "-device: trailing characters "
+                          "after the JSON object");
         goto out;
     }
     if (!json_parser_load_from_data(parser, arg, -1, &jerr)) {

@@ -2,6 +2,7 @@
 // key=value and JSON forms give the same table; the registry; addr=.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -194,6 +195,18 @@ TEST(Device, JsonOfWrongShapes)
             ASSERT_NE(err, nullptr) << arg;
             g_error_free(err);
         }
+    }
+    // Several top-level values: refused (json-glib took the first one).
+    for (const char *arg : { "{\"driver\":\"virtio-blk-pci\"}{}",
+                             "{\"driver\":\"virtio-blk-pci\"} {\"a\":1}",
+                             "{\"driver\":\"virtio-blk-pci\"}]",
+                             "{\"driver\":\"virtio-blk-pci\"}\n" }) {
+        GError *err = nullptr;
+        DeviceOption *d = device_option_parse(arg, &err);
+        bool want_ok = arg[strlen(arg) - 1] == '\n';
+        EXPECT_EQ(d != nullptr, want_ok) << arg;
+        device_option_free(d);
+        g_clear_error(&err);
     }
     // A huge value is fine.
     std::string big = "{\"driver\":\"virtio-blk-pci\",\"serial\":\"" +
