@@ -15,6 +15,7 @@
 #include "pci-internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 typedef struct MsixVector {
@@ -25,7 +26,7 @@ typedef struct MsixVector {
 } MsixVector;
 
 struct PCIMsix {
-    GMutex lock;
+    pthread_mutex_t lock;    /* pthread, not GMutex: TSan sees it */
     PCIDevice *dev;          /* immutable */
     unsigned nr;             /* immutable */
     unsigned cap;            /* config offset; immutable */
@@ -126,7 +127,7 @@ void pci_msix_notify(PCIDevice *d, unsigned vector)
     if (!m || vector >= m->nr) {
         return;
     }
-    g_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
     if (!m->enabled) {
         /* No INTx fallback: a driver that does not enable MSI-X polls. */
     } else if (msix_vector_masked(m, vector)) {
@@ -138,20 +139,20 @@ void pci_msix_notify(PCIDevice *d, unsigned vector)
          * next table or control write retries the route and delivers. */
         m->pba[vector / 64] |= 1ull << (vector % 64);
     }
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
 }
 
 void pci_msix_config_written(PCIDevice *d)
 {
     PCIMsix *m = d->msix;
     uint16_t ctl = pci_get_word(d->config + m->cap + PCI_MSIX_FLAGS);
-    g_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
     m->enabled = ctl & PCI_MSIX_FLAGS_ENABLE;
     m->masked_all = ctl & PCI_MSIX_FLAGS_MASKALL;
     for (unsigned v = 0; v < m->nr; v++) {
         msix_vector_sync(m, v);
     }
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
 }
 
 /* ---- the BAR ---------------------------------------------------------- */
@@ -171,7 +172,7 @@ static uint64_t msix_bar_read(void *opaque, uint64_t offset, unsigned size)
     if (!msix_access_ok(offset, size)) {
         return 0;
     }
-    g_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
     for (unsigned i = 0; i < size; i++) {
         uint64_t o = offset + i;
         uint8_t b = 0;
@@ -184,7 +185,7 @@ static uint64_t msix_bar_read(void *opaque, uint64_t offset, unsigned size)
         }
         v |= (uint64_t)b << (8 * i);
     }
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
     return v;
 }
 
@@ -196,7 +197,7 @@ static void msix_bar_write(void *opaque, uint64_t offset, uint64_t value,
     if (offset >= table_size || !msix_access_ok(offset, size)) {
         return; /* the PBA is read-only */
     }
-    g_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
     unsigned first = (unsigned)(offset / PCI_MSIX_ENTRY_SIZE), last = first;
     for (unsigned i = 0; i < size && offset + i < table_size; i++) {
         uint64_t o = offset + i;
@@ -212,7 +213,7 @@ static void msix_bar_write(void *opaque, uint64_t offset, uint64_t value,
     for (unsigned v = first; v <= last; v++) {
         msix_vector_sync(m, v);
     }
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
 }
 
 static const IORegionOps msix_bar_ops = {
@@ -247,7 +248,7 @@ int pci_msix_init(PCIDevice *d, unsigned nr_vectors, unsigned bar)
         g_free(m);
         return cap;
     }
-    g_mutex_init(&m->lock);
+    pthread_mutex_init(&m->lock, NULL);
     m->dev = d;
     m->nr = nr_vectors;
     m->cap = (unsigned)cap;
@@ -285,7 +286,7 @@ void pci_msix_cleanup(PCIDevice *d)
         }
         event_notifier_cleanup(&mv->irqfd);
     }
-    g_mutex_clear(&m->lock);
+    pthread_mutex_destroy(&m->lock);
     g_free(m->vec);
     g_free(m->table);
     g_free(m->pba);
@@ -304,9 +305,9 @@ bool pci_msix_is_pending(PCIDevice *d, unsigned vector)
     if (!m || vector >= m->nr) {
         return false;
     }
-    g_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
     bool p = msix_pending(m, vector);
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
     return p;
 }
 
