@@ -277,7 +277,9 @@ static void common_write(VirtIOPCIProxy *p, uint64_t off, uint64_t v)
         p->gfselect = (uint32_t)v;
         break;
     case VIRTIO_PCI_COMMON_GF:
-        if (p->gfselect < 2) {
+        /* Fixed once FEATURES_OK was accepted: also what reads back. */
+        if (p->gfselect < 2 &&
+            !(current_status(vdev) & VIRTIO_STATUS_FEATURES_OK)) {
             p->guest_features[p->gfselect] = (uint32_t)v;
             virtio_set_guest_features(vdev, p->guest_features[0] |
                                       (uint64_t)p->guest_features[1] << 32);

@@ -207,9 +207,13 @@ TEST_F(VirtioPciTest, FeaturesOkRefusedWithoutVersion1OrWithUnknownBits)
     SetStatus(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
               VIRTIO_STATUS_FEATURES_OK);
     EXPECT_TRUE(Status() & VIRTIO_STATUS_FEATURES_OK);
-    // Fixed once accepted.
+    // Fixed once accepted, also as the driver reads it back.
     SetGuestFeatures((1ull << VIRTIO_F_VERSION_1) | (1ull << 9));
     EXPECT_EQ(dev_.vdev.guest_features, 1ull << VIRTIO_F_VERSION_1);
+    SetCommon(VIRTIO_PCI_COMMON_GFSELECT, 4, 0);
+    EXPECT_EQ(Common(VIRTIO_PCI_COMMON_GF, 4), 0u);
+    SetCommon(VIRTIO_PCI_COMMON_GFSELECT, 4, 1);
+    EXPECT_EQ(Common(VIRTIO_PCI_COMMON_GF, 4), 1u);
 }
 
 TEST_F(VirtioPciTest, QueueRegisters)
