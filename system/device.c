@@ -67,16 +67,110 @@ static char *json_value_string(JsonNode *n)
     }
 }
 
+/* Deeper JSON is refused before json-glib sees it: its parser recurses
+ * per level and a 128 KiB argument of '[' overflows the stack. */
+#define DEVICE_JSON_MAX_DEPTH 32
+
+/*
+ * A look at @s (which starts with '{') before json-glib parses it: the
+ * deepest nesting of arrays/objects (strings skipped), and whether
+ * anything but white space follows the top-level object (json-glib 1.6
+ * silently takes the first of several top-level values, and leaks).
+ */
+static unsigned json_prescan(const char *s, bool *trailing)
+{
+    unsigned depth = 0, max = 0;
+    bool in_string = false;
+    *trailing = false;
+    for (; *s; s++) {
+        if (in_string) {
+            if (*s == '\\' && s[1]) {
+                s++;
+            } else if (*s == '"') {
+                in_string = false;
+            }
+        } else if (*s == '"') {
+            in_string = true;
+        } else if (*s == '[' || *s == '{') {
+            depth++;
+            max = MAX(max, depth);
+        } else if ((*s == ']' || *s == '}') && depth) {
+            if (--depth == 0) {
+                s++;
+                break;
+            }
+        }
+    }
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') {
+        s++;
+    }
+    *trailing = *s != '\0';
+    return max;
+}
+
+/* json-glib keeps the last of duplicate members; QEMU refuses them.
+ * "object-member" fires once per member parsed, duplicates included. */
+typedef struct JsonDupCheck {
+    GHashTable *seen;        /* "object-pointer/name" */
+    char *dup;               /* the first duplicate name, or NULL */
+} JsonDupCheck;
+
+static void json_member_parsed(JsonParser *parser, JsonObject *obj,
+                               const char *name, gpointer opaque)
+{
+    JsonDupCheck *c = opaque;
+    char *key = g_strdup_printf("%p/%s", (void *)obj, name);
+    if (!g_hash_table_add(c->seen, key) && !c->dup) {
+        c->dup = g_strdup(name);
+    }
+}
+
+/* QEMU's JSON "addr" may be an integer: a devfn (slot << 3 | function).
+ * Give it the SLOT.FN spelling device_props_take_pci_slot() reads. */
+static char *json_addr_string(JsonNode *n)
+{
+    if (JSON_NODE_HOLDS_VALUE(n) &&
+        json_node_get_value_type(n) == G_TYPE_INT64) {
+        gint64 devfn = json_node_get_int(n);
+        if (devfn < 0 || devfn > 0xff) {
+            return NULL;
+        }
+        return g_strdup_printf("%x.%x", (unsigned)(devfn >> 3),
+                               (unsigned)(devfn & 7));
+    }
+    return json_value_string(n);
+}
+
 static GHashTable *parse_json(const char *arg, GError **errp)
 {
     JsonParser *parser = json_parser_new();
     GError *jerr = NULL;
     GHashTable *props = NULL;
+    JsonDupCheck dups = { g_hash_table_new_full(g_str_hash, g_str_equal,
+                                                g_free, NULL), NULL };
 
+    g_signal_connect(parser, "object-member", G_CALLBACK(json_member_parsed),
+                     &dups);
+    bool trailing;
+    if (json_prescan(arg, &trailing) > DEVICE_JSON_MAX_DEPTH) {
+        shardvm_error_set(errp, -EINVAL, "-device: JSON nested deeper than "
+                          "%d levels", DEVICE_JSON_MAX_DEPTH);
+        goto out;
+    }
+    if (trailing) {
+        shardvm_error_set(errp, -EINVAL, "-device: trailing characters "
+                          "after the JSON object");
+        goto out;
+    }
     if (!json_parser_load_from_data(parser, arg, -1, &jerr)) {
         shardvm_error_set(errp, -EINVAL, "-device: invalid JSON: %s",
                           jerr->message);
         g_error_free(jerr);
+        goto out;
+    }
+    if (dups.dup) {
+        shardvm_error_set(errp, -EINVAL, "-device: duplicate key '%s'",
+                          dups.dup);
         goto out;
     }
     JsonNode *root = json_parser_get_root(parser);
@@ -89,7 +183,9 @@ static GHashTable *parse_json(const char *arg, GError **errp)
     GList *members = json_object_get_members(obj);
     for (GList *l = members; l; l = l->next) {
         const char *key = l->data;
-        char *v = json_value_string(json_object_get_member(obj, key));
+        JsonNode *n = json_object_get_member(obj, key);
+        char *v = strcmp(key, "addr") ? json_value_string(n)
+                                      : json_addr_string(n);
         if (!v) {
             shardvm_error_set(errp, -EINVAL, "-device: invalid value for "
                               "'%s'", key);
@@ -102,6 +198,8 @@ static GHashTable *parse_json(const char *arg, GError **errp)
     g_list_free(members);
 out:
     g_object_unref(parser);
+    g_hash_table_unref(dups.seen);
+    g_free(dups.dup);
     return props;
 }
 

@@ -3,7 +3,8 @@
  * 32-bit BAR, and delivery through per-vector MSI routes and irqfds.
  *
  * Masking is done in userspace: each vector has a KVM MSI route and an
- * irqfd EventNotifier, but the device never writes the irqfd itself;
+ * irqfd EventNotifier (both made when the vector is first routed), but
+ * the device never writes the irqfd itself;
  * pci_msix_notify() checks the masks under msix->lock and either sets the
  * irqfd (KVM injects) or sets the PBA bit.  Unmasking a vector whose PBA
  * bit is set fires it then.  A route is created when a vector is first
@@ -14,6 +15,7 @@
 #include "pci-internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 typedef struct MsixVector {
@@ -24,7 +26,7 @@ typedef struct MsixVector {
 } MsixVector;
 
 struct PCIMsix {
-    GMutex lock;
+    pthread_mutex_t lock;    /* pthread, not GMutex: TSan sees it */
     PCIDevice *dev;          /* immutable */
     unsigned nr;             /* immutable */
     unsigned cap;            /* config offset; immutable */
@@ -71,6 +73,15 @@ static bool msix_route_sync(PCIMsix *m, unsigned v)
     m->ops = ops;
     m->ops_opaque = opaque;
     if (mv->gsi < 0) {
+        /* The eventfd too is made only for a vector the guest uses: a
+         * device may have 2048 vectors, and running out of fds is a
+         * route failure (the interrupt stays pending), not an abort. */
+        if (event_notifier_get_fd(&mv->irqfd) < 0) {
+            r = event_notifier_init(&mv->irqfd, false);
+        }
+        if (r < 0) {
+            goto fail;
+        }
         r = ops->add_msi_route(opaque, addr, data);
         if (r >= 0) {
             mv->gsi = r;
@@ -83,6 +94,7 @@ static bool msix_route_sync(PCIMsix *m, unsigned v)
     } else if (addr != mv->route_addr || data != mv->route_data) {
         r = ops->update_msi_route(opaque, (unsigned)mv->gsi, addr, data);
     }
+fail:
     if (r < 0) {
         if (!m->warned) {
             m->warned = true;
@@ -115,37 +127,52 @@ void pci_msix_notify(PCIDevice *d, unsigned vector)
     if (!m || vector >= m->nr) {
         return;
     }
-    g_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
     if (!m->enabled) {
         /* No INTx fallback: a driver that does not enable MSI-X polls. */
     } else if (msix_vector_masked(m, vector)) {
         m->pba[vector / 64] |= 1ull << (vector % 64);
     } else if (m->vec[vector].gsi >= 0) {
         event_notifier_set(&m->vec[vector].irqfd);
+    } else {
+        /* Unmasked but no route (KVM refused one): keep it pending; the
+         * next table or control write retries the route and delivers. */
+        m->pba[vector / 64] |= 1ull << (vector % 64);
     }
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
 }
 
 void pci_msix_config_written(PCIDevice *d)
 {
     PCIMsix *m = d->msix;
     uint16_t ctl = pci_get_word(d->config + m->cap + PCI_MSIX_FLAGS);
-    g_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
     m->enabled = ctl & PCI_MSIX_FLAGS_ENABLE;
     m->masked_all = ctl & PCI_MSIX_FLAGS_MASKALL;
     for (unsigned v = 0; v < m->nr; v++) {
         msix_vector_sync(m, v);
     }
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
 }
 
 /* ---- the BAR ---------------------------------------------------------- */
+
+/* Table and PBA take aligned dword and qword accesses only (PCIe 6.8.2:
+ * anything else is undefined): others read 0 and write nothing, so e.g. a
+ * byte write cannot unmask a vector. */
+static bool msix_access_ok(uint64_t offset, unsigned size)
+{
+    return (size == 4 || size == 8) && offset % size == 0;
+}
 
 static uint64_t msix_bar_read(void *opaque, uint64_t offset, unsigned size)
 {
     PCIMsix *m = opaque;
     uint64_t v = 0;
-    g_mutex_lock(&m->lock);
+    if (!msix_access_ok(offset, size)) {
+        return 0;
+    }
+    pthread_mutex_lock(&m->lock);
     for (unsigned i = 0; i < size; i++) {
         uint64_t o = offset + i;
         uint8_t b = 0;
@@ -158,7 +185,7 @@ static uint64_t msix_bar_read(void *opaque, uint64_t offset, unsigned size)
         }
         v |= (uint64_t)b << (8 * i);
     }
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
     return v;
 }
 
@@ -167,10 +194,10 @@ static void msix_bar_write(void *opaque, uint64_t offset, uint64_t value,
 {
     PCIMsix *m = opaque;
     uint64_t table_size = (uint64_t)m->nr * PCI_MSIX_ENTRY_SIZE;
-    if (offset >= table_size) {
+    if (offset >= table_size || !msix_access_ok(offset, size)) {
         return; /* the PBA is read-only */
     }
-    g_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
     unsigned first = (unsigned)(offset / PCI_MSIX_ENTRY_SIZE), last = first;
     for (unsigned i = 0; i < size && offset + i < table_size; i++) {
         uint64_t o = offset + i;
@@ -186,7 +213,7 @@ static void msix_bar_write(void *opaque, uint64_t offset, uint64_t value,
     for (unsigned v = first; v <= last; v++) {
         msix_vector_sync(m, v);
     }
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
 }
 
 static const IORegionOps msix_bar_ops = {
@@ -221,7 +248,7 @@ int pci_msix_init(PCIDevice *d, unsigned nr_vectors, unsigned bar)
         g_free(m);
         return cap;
     }
-    g_mutex_init(&m->lock);
+    pthread_mutex_init(&m->lock, NULL);
     m->dev = d;
     m->nr = nr_vectors;
     m->cap = (unsigned)cap;
@@ -231,8 +258,7 @@ int pci_msix_init(PCIDevice *d, unsigned nr_vectors, unsigned bar)
     for (unsigned v = 0; v < nr_vectors; v++) {
         m->table[v * PCI_MSIX_ENTRY_SIZE + 12] = PCI_MSIX_ENTRY_CTRL_MASKBIT;
         m->vec[v].gsi = -1;
-        r = event_notifier_init(&m->vec[v].irqfd, false);
-        g_assert(r == 0); /* out of fds at start-up: nothing sane to do */
+        m->vec[v].irqfd.fd = -1; /* created with the route */
     }
     pci_set_word(d->config + cap + PCI_MSIX_FLAGS, (uint16_t)(nr_vectors - 1));
     pci_set_word(d->wmask + cap + PCI_MSIX_FLAGS,
@@ -260,7 +286,7 @@ void pci_msix_cleanup(PCIDevice *d)
         }
         event_notifier_cleanup(&mv->irqfd);
     }
-    g_mutex_clear(&m->lock);
+    pthread_mutex_destroy(&m->lock);
     g_free(m->vec);
     g_free(m->table);
     g_free(m->pba);
@@ -279,9 +305,9 @@ bool pci_msix_is_pending(PCIDevice *d, unsigned vector)
     if (!m || vector >= m->nr) {
         return false;
     }
-    g_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
     bool p = msix_pending(m, vector);
-    g_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->lock);
     return p;
 }
 

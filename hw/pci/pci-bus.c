@@ -6,10 +6,14 @@
 #include "shardvm/pci.h"
 #include "shardvm/error.h"
 #include "pci-internal.h"
+#include "shardvm/vm.h"
 
 #include <errno.h>
 
 #define PCI_HIGHMEM_BASE 0x100000000ull
+/* The implemented bits of the 0xCF8 latch: enable, bus, device, function,
+ * register (dword). */
+#define PCI_CONF1_ADDR_MASK 0x80fffffcu
 
 struct PCIBus {
     AddressSpace *mmio;          /* immutable */
@@ -32,14 +36,54 @@ AddressSpace *pci_bus_mmio(PCIBus *bus)
     return bus->mmio;
 }
 
-bool pci_bus_overlaps_ram(PCIBus *bus, uint64_t addr, uint64_t size)
+/* Fixed things in the PCI hole that are not regions of the MMIO space
+ * (include/shardvm/vm.h): KVM's in-kernel IOAPIC and LAPIC (the whole MSI
+ * address window), its identity-map and TSS pages.  An ioeventfd over the
+ * IOAPIC would swallow its register writes. */
+static const struct {
+    uint64_t base, size;
+    const char *what;
+} pci_hole_reserved[] = {
+    { 0xfec00000ull, 0x100000, "overlaps the IOAPIC" },
+    { 0xfee00000ull, 0x100000, "overlaps the LAPIC/MSI window" },
+    { VM_IDENTITY_MAP_ADDR, 0x4000, "overlaps KVM's private pages" },
+};
+
+const char *pci_bus_reserved(PCIBus *bus, uint64_t addr, uint64_t size)
 {
     uint64_t end = addr + size; /* callers ensured no wrap */
-    if (addr < bus->ram_below_4g) {
-        return true;
+    if (addr < bus->ram_below_4g ||
+        (bus->ram_above_4g && end > PCI_HIGHMEM_BASE &&
+         addr < PCI_HIGHMEM_BASE + bus->ram_above_4g)) {
+        return "overlaps guest RAM";
     }
-    return bus->ram_above_4g && end > PCI_HIGHMEM_BASE &&
-           addr < PCI_HIGHMEM_BASE + bus->ram_above_4g;
+    for (size_t i = 0; i < G_N_ELEMENTS(pci_hole_reserved); i++) {
+        if (addr < pci_hole_reserved[i].base + pci_hole_reserved[i].size &&
+            pci_hole_reserved[i].base < end) {
+            return pci_hole_reserved[i].what;
+        }
+    }
+    return NULL;
+}
+
+void pci_bus_update_mappings(PCIBus *bus)
+{
+    uint64_t old[PCI_NUM_SLOTS][PCI_NUM_BARS];
+    for (unsigned s = 0; s < PCI_NUM_SLOTS; s++) {
+        if (bus->slots[s]) {
+            pci_device_unmap_stale(bus->slots[s], old[s]);
+        }
+    }
+    for (unsigned s = 0; s < PCI_NUM_SLOTS; s++) {
+        if (bus->slots[s]) {
+            pci_device_map_wanted(bus->slots[s]);
+        }
+    }
+    for (unsigned s = 0; s < PCI_NUM_SLOTS; s++) {
+        if (bus->slots[s]) {
+            pci_device_report_mapped(bus->slots[s], old[s]);
+        }
+    }
 }
 
 const PCIVMOps *pci_bus_get_vm_ops(PCIBus *bus, void **opaque)
@@ -83,7 +127,8 @@ void pci_bus_conf1_write(PCIBus *bus, unsigned port_offset, uint64_t value,
 {
     if (port_offset < 4) {
         if (port_offset == 0 && size == 4) {
-            bus->conf1_addr = (uint32_t)value;
+            /* Bits 30:24 and 1:0 are reserved: read-only zero. */
+            bus->conf1_addr = (uint32_t)value & PCI_CONF1_ADDR_MASK;
         }
         return;
     }
@@ -221,7 +266,7 @@ int pci_bus_add_device(PCIBus *bus, PCIDevice *d, int slot, GError **errp)
     uint16_t cmd = pci_get_word(d->config + PCI_COMMAND);
     pci_set_word(d->config + PCI_COMMAND,
                  cmd | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
-    pci_device_update_mappings(d);
+    pci_bus_update_mappings(bus);
     return slot;
 }
 
@@ -230,7 +275,7 @@ void pci_bus_remove_device(PCIBus *bus, PCIDevice *d)
     g_assert(d->bus == bus && bus->slots[d->slot] == d);
     uint16_t cmd = pci_get_word(d->config + PCI_COMMAND);
     pci_set_word(d->config + PCI_COMMAND, cmd & ~PCI_COMMAND_MEMORY);
-    pci_device_update_mappings(d);
+    pci_bus_update_mappings(bus); /* others may take its place */
     bus->slots[d->slot] = NULL;
     d->bus = NULL;
     d->slot = -1;

@@ -101,7 +101,7 @@ uint64_t pci_device_bar_address(PCIDevice *d, unsigned bar)
     return a;
 }
 
-/* Where BAR @bar should be mapped now, or PCI_BAR_UNMAPPED. */
+/* Where BAR @bar is programmed to be decoded now, or PCI_BAR_UNMAPPED. */
 static uint64_t pci_bar_target(PCIDevice *d, unsigned bar)
 {
     PCIBar *b = &d->bars[bar];
@@ -130,43 +130,62 @@ static void pci_bar_warn(PCIDevice *d, unsigned bar, uint64_t a,
     }
 }
 
-/* Map, unmap or move each BAR to match the command register and the BAR
- * registers. */
-void pci_device_update_mappings(PCIDevice *d)
+/* pci_bar_target() minus the placements the bus refuses (RAM, the
+ * interrupt controllers...). */
+static uint64_t pci_bar_wanted(PCIDevice *d, unsigned bar)
+{
+    uint64_t want = pci_bar_target(d, bar);
+    const char *why;
+    if (want != PCI_BAR_UNMAPPED &&
+        (why = pci_bus_reserved(d->bus, want, d->bars[bar].size))) {
+        pci_bar_warn(d, bar, want, why);
+        want = PCI_BAR_UNMAPPED;
+    }
+    return want;
+}
+
+void pci_device_unmap_stale(PCIDevice *d, uint64_t old[PCI_NUM_BARS])
 {
     for (unsigned i = 0; i < PCI_NUM_BARS; i++) {
         PCIBar *b = &d->bars[i];
-        if (!b->size) {
-            continue;
-        }
-        uint64_t want = pci_bar_target(d, i);
-        if (want != PCI_BAR_UNMAPPED &&
-            pci_bus_overlaps_ram(d->bus, want, b->size)) {
-            pci_bar_warn(d, i, want, "overlaps guest RAM");
-            want = PCI_BAR_UNMAPPED;
-        }
-        if (want == b->mapped_addr) {
-            continue;
-        }
-        if (b->region) {
+        old[i] = b->mapped_addr;
+        if (b->size && b->region && pci_bar_wanted(d, i) != b->mapped_addr) {
             address_space_remove(pci_bus_mmio(d->bus), b->region);
             b->region = NULL;
             b->mapped_addr = PCI_BAR_UNMAPPED;
         }
-        if (want != PCI_BAR_UNMAPPED) {
-            GError *err = NULL;
-            b->region = address_space_add(pci_bus_mmio(d->bus), b->name,
-                                          want, b->size, b->ops, b->opaque,
-                                          b->region_flags, &err);
-            if (b->region) {
-                b->mapped_addr = want;
-            } else {
-                pci_bar_warn(d, i, want, err->message);
-                g_error_free(err);
-            }
+    }
+}
+
+void pci_device_map_wanted(PCIDevice *d)
+{
+    for (unsigned i = 0; i < PCI_NUM_BARS; i++) {
+        PCIBar *b = &d->bars[i];
+        uint64_t want = b->size ? pci_bar_wanted(d, i) : PCI_BAR_UNMAPPED;
+        if (b->region || want == PCI_BAR_UNMAPPED) {
+            continue;
         }
-        if (d->ops && d->ops->bar_mapped) {
-            d->ops->bar_mapped(d, i, b->mapped_addr);
+        GError *err = NULL;
+        b->region = address_space_add(pci_bus_mmio(d->bus), b->name, want,
+                                      b->size, b->ops, b->opaque,
+                                      b->region_flags, &err);
+        if (b->region) {
+            b->mapped_addr = want;
+        } else {
+            /* Over another BAR: retried at every later BAR change on the
+             * bus, so it appears once the other one leaves. */
+            pci_bar_warn(d, i, want, err->message);
+            g_error_free(err);
+        }
+    }
+}
+
+void pci_device_report_mapped(PCIDevice *d, const uint64_t old[PCI_NUM_BARS])
+{
+    for (unsigned i = 0; i < PCI_NUM_BARS; i++) {
+        if (d->bars[i].size && d->bars[i].mapped_addr != old[i] &&
+            d->ops && d->ops->bar_mapped) {
+            d->ops->bar_mapped(d, i, d->bars[i].mapped_addr);
         }
     }
 }
@@ -238,7 +257,9 @@ void pci_config_write(PCIDevice *d, uint32_t addr, uint32_t value,
     }
     if (ranges_overlap(addr, len, PCI_COMMAND, 2) ||
         ranges_overlap(addr, len, PCI_BASE_ADDRESS_0, 4 * PCI_NUM_BARS)) {
-        pci_device_update_mappings(d);
+        if (d->bus) {
+            pci_bus_update_mappings(d->bus);
+        }
     }
     if (d->msix) {
         uint8_t cap = pci_device_find_capability(d, PCI_CAP_ID_MSIX);

@@ -9,10 +9,25 @@
 /* The bus's MMIO address space (immutable). */
 AddressSpace *pci_bus_mmio(PCIBus *bus);
 
-/* Whether [@addr, @addr + @size) touches guest RAM. */
-bool pci_bus_overlaps_ram(PCIBus *bus, uint64_t addr, uint64_t size);
+/* Why [@addr, @addr + @size) may not hold a BAR (guest RAM, the IOAPIC,
+ * the LAPIC / MSI window, KVM's private pages), or NULL when it may. */
+const char *pci_bus_reserved(PCIBus *bus, uint64_t addr, uint64_t size);
 
-/* Map/unmap/move @d's BARs to match its command and BAR registers.  BQL. */
-void pci_device_update_mappings(PCIDevice *d);
+/*
+ * pci_bus_update_mappings: make every BAR of every device on @bus decoded
+ * where its command and BAR registers say, as far as possible: first
+ * remove every region that must move or go, then add the missing ones (a
+ * BAR programmed over another one stays unmapped until that one leaves;
+ * this retries it at every change), then report the changes to the
+ * devices' bar_mapped hooks.  The result does not depend on the order of
+ * the guest's writes.  BQL.
+ */
+void pci_bus_update_mappings(PCIBus *bus);
+
+/* The three passes of pci_bus_update_mappings() for one device; @old
+ * receives / gives the mapped addresses before the update. */
+void pci_device_unmap_stale(PCIDevice *d, uint64_t old[PCI_NUM_BARS]);
+void pci_device_map_wanted(PCIDevice *d);
+void pci_device_report_mapped(PCIDevice *d, const uint64_t old[PCI_NUM_BARS]);
 
 #endif

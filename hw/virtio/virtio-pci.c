@@ -28,6 +28,10 @@ struct VirtIOPCIProxy {
     _Atomic uint16_t config_vector;/* written under vdev->lock */
     _Atomic uint8_t isr;           /* set by notify, cleared by a read */
 
+    /* Per queue: its MSI-X vector, mirrored from the core's register
+     * (which is [vdev->lock]) for notify() on any thread.  Written under
+     * vdev->lock. */
+    _Atomic uint16_t *vq_vector;
     uint64_t notify_addr;          /* [vdev->lock] where ioeventfds sit;
                                     * PCI_BAR_UNMAPPED: BAR 4 unmapped */
     bool *ioeventfd_on;            /* [vdev->lock] per queue: registered */
@@ -46,7 +50,7 @@ static void virtio_pci_notify(void *transport, VirtQueue *vq)
     uint16_t vector;
     if (vq) {
         atomic_fetch_or(&p->isr, VIRTIO_PCI_ISR_QUEUE);
-        vector = virtqueue_get_vector(vq);
+        vector = atomic_load(&p->vq_vector[virtqueue_get_index(vq)]);
     } else {
         atomic_fetch_or(&p->isr, VIRTIO_PCI_ISR_CONFIG);
         vector = atomic_load(&p->config_vector);
@@ -120,7 +124,7 @@ static uint16_t checked_vector(VirtIOPCIProxy *p, uint16_t v)
     return v < pci_msix_nr_vectors(&p->pci) ? v : VIRTIO_PCI_NO_VECTOR;
 }
 
-static uint64_t common_read(VirtIOPCIProxy *p, uint64_t off, unsigned size)
+static uint64_t common_read(VirtIOPCIProxy *p, uint64_t off)
 {
     VirtIODevice *vdev = p->vdev;
     VirtQueue *vq = selected_queue(p);
@@ -159,15 +163,15 @@ static uint64_t common_read(VirtIOPCIProxy *p, uint64_t off, unsigned size)
     case VIRTIO_PCI_COMMON_Q_NOFF:
         return vq ? p->queue_select : 0;
     case VIRTIO_PCI_COMMON_Q_DESCLO:
-        return size == 8 ? desc : (uint32_t)desc;
+        return (uint32_t)desc;
     case VIRTIO_PCI_COMMON_Q_DESCHI:
         return desc >> 32;
     case VIRTIO_PCI_COMMON_Q_AVAILLO:
-        return size == 8 ? avail : (uint32_t)avail;
+        return (uint32_t)avail;
     case VIRTIO_PCI_COMMON_Q_AVAILHI:
         return avail >> 32;
     case VIRTIO_PCI_COMMON_Q_USEDLO:
-        return size == 8 ? used : (uint32_t)used;
+        return (uint32_t)used;
     case VIRTIO_PCI_COMMON_Q_USEDHI:
         return used >> 32;
     default:
@@ -175,25 +179,20 @@ static uint64_t common_read(VirtIOPCIProxy *p, uint64_t off, unsigned size)
     }
 }
 
-/* Replace the 32-bit half at bit @shift (or all 64 bits) of @old. */
-static uint64_t set_half(uint64_t old, uint64_t v, unsigned shift,
-                         unsigned size)
+/* Replace the 32-bit half at bit @shift of @old. */
+static uint64_t set_half(uint64_t old, uint64_t v, unsigned shift)
 {
-    if (size == 8) {
-        return v;
-    }
     uint64_t mask = 0xffffffffull << shift;
     return (old & ~mask) | ((v << shift) & mask);
 }
 
-static void queue_addr_write(VirtQueue *vq, uint64_t off, uint64_t v,
-                             unsigned size)
+static void queue_addr_write(VirtQueue *vq, uint64_t off, uint64_t v)
 {
     uint64_t a[3];
     virtqueue_get_addrs(vq, &a[0], &a[1], &a[2]);
     unsigned which = (unsigned)(off - VIRTIO_PCI_COMMON_Q_DESCLO) / 8;
     unsigned shift = (off & 4) ? 32 : 0;
-    a[which] = set_half(a[which], v, shift, size);
+    a[which] = set_half(a[which], v, shift);
     virtqueue_set_addrs(vq, a[0], a[1], a[2]);
 }
 
@@ -207,25 +206,65 @@ static void virtio_pci_reset_locked(VirtIOPCIProxy *p)
     p->guest_features[0] = p->guest_features[1] = 0;
     p->queue_select = 0;
     atomic_store(&p->config_vector, VIRTIO_PCI_NO_VECTOR);
+    for (unsigned q = 0; q < p->vdev->num_queues; q++) {
+        atomic_store(&p->vq_vector[q], VIRTIO_PCI_NO_VECTOR);
+    }
     atomic_store(&p->isr, 0);
 }
 
-static void status_write(VirtIOPCIProxy *p, uint8_t status)
+static uint8_t current_status(VirtIODevice *vdev)
+{
+    return __atomic_load_n(&vdev->status, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * A driver status write.  Only a reset (0) clears bits (2.1.2: the driver
+ * MUST NOT clear one): other writes add bits, so a stray write cannot stop
+ * the device behind the core's back nor start it twice, and NEEDS_RESET
+ * (the device's bit, which the driver cannot set) survives until reset.
+ * DRIVER_OK before FEATURES_OK was accepted (3.1.1) is ignored: the device
+ * would run on features nobody agreed on.
+ */
+static void status_write(VirtIOPCIProxy *p, uint8_t written)
 {
     VirtIODevice *vdev = p->vdev;
-    if (status == 0) {
+    if (written == 0) {
         virtio_pci_reset_locked(p);
         return;
     }
-    bool was_running = driver_ok(vdev);
-    virtio_set_status(vdev, status);
+    written &= (uint8_t)~VIRTIO_STATUS_NEEDS_RESET;
+    uint8_t old = current_status(vdev);
+    bool was_running = old & VIRTIO_STATUS_DRIVER_OK;
+    uint8_t s = old | written;
+    if ((s & VIRTIO_STATUS_DRIVER_OK) && !was_running) {
+        if ((s & VIRTIO_STATUS_FEATURES_OK) &&
+            !(old & VIRTIO_STATUS_FEATURES_OK)) {
+            /* Both at once: FEATURES_OK first, the core may refuse it. */
+            virtio_set_status(vdev, s & ~VIRTIO_STATUS_DRIVER_OK);
+            old = current_status(vdev);
+            s = old | (written & ~VIRTIO_STATUS_FEATURES_OK);
+        }
+        if (!(old & VIRTIO_STATUS_FEATURES_OK)) {
+            s &= ~VIRTIO_STATUS_DRIVER_OK;
+        }
+    }
+    if (s != old) {
+        virtio_set_status(vdev, s);
+    }
     if (driver_ok(vdev) != was_running) {
         virtio_pci_sync_ioeventfds(p, p->notify_addr, driver_ok(vdev));
     }
 }
 
-static void common_write(VirtIOPCIProxy *p, uint64_t off, uint64_t v,
-                         unsigned size)
+/* Queue set-up (size, addresses, enable) is taken while the queue is
+ * disabled and the driver has not set DRIVER_OK: the device starts with
+ * the queues enabled at DRIVER_OK and would never serve a later one. */
+static bool queue_configurable(VirtIOPCIProxy *p, VirtQueue *vq)
+{
+    return vq && !virtqueue_is_enabled(vq) && !driver_ok(p->vdev);
+}
+
+static void common_write(VirtIOPCIProxy *p, uint64_t off, uint64_t v)
 {
     VirtIODevice *vdev = p->vdev;
     VirtQueue *vq = selected_queue(p);
@@ -238,7 +277,9 @@ static void common_write(VirtIOPCIProxy *p, uint64_t off, uint64_t v,
         p->gfselect = (uint32_t)v;
         break;
     case VIRTIO_PCI_COMMON_GF:
-        if (p->gfselect < 2) {
+        /* Fixed once FEATURES_OK was accepted: also what reads back. */
+        if (p->gfselect < 2 &&
+            !(current_status(vdev) & VIRTIO_STATUS_FEATURES_OK)) {
             p->guest_features[p->gfselect] = (uint32_t)v;
             virtio_set_guest_features(vdev, p->guest_features[0] |
                                       (uint64_t)p->guest_features[1] << 32);
@@ -255,19 +296,21 @@ static void common_write(VirtIOPCIProxy *p, uint64_t off, uint64_t v,
         break;
     case VIRTIO_PCI_COMMON_Q_SIZE:
         /* A split ring's size is a power of 2 no larger than the max. */
-        if (vq && v && !(v & (v - 1)) && v <= virtqueue_get_max_size(vq) &&
-            !virtqueue_is_enabled(vq)) {
+        if (queue_configurable(p, vq) && v && !(v & (v - 1)) &&
+            v <= virtqueue_get_max_size(vq)) {
             virtqueue_set_size(vq, (uint16_t)v);
         }
         break;
     case VIRTIO_PCI_COMMON_Q_MSIX:
         if (vq) {
-            virtqueue_set_vector(vq, checked_vector(p, (uint16_t)v));
+            uint16_t vector = checked_vector(p, (uint16_t)v);
+            virtqueue_set_vector(vq, vector);
+            atomic_store(&p->vq_vector[p->queue_select], vector);
         }
         break;
     case VIRTIO_PCI_COMMON_Q_ENABLE:
         /* Drivers never write 0 (4.1.4.3.2); queues are reset by status. */
-        if (vq && v == 1 && !virtqueue_is_enabled(vq)) {
+        if (queue_configurable(p, vq) && v == 1) {
             virtqueue_set_enabled(vq, true);
             virtio_pci_sync_ioeventfds(p, p->notify_addr, driver_ok(vdev));
         }
@@ -278,8 +321,8 @@ static void common_write(VirtIOPCIProxy *p, uint64_t off, uint64_t v,
     case VIRTIO_PCI_COMMON_Q_AVAILHI:
     case VIRTIO_PCI_COMMON_Q_USEDLO:
     case VIRTIO_PCI_COMMON_Q_USEDHI:
-        if (vq && !virtqueue_is_enabled(vq)) {
-            queue_addr_write(vq, off, v, size);
+        if (queue_configurable(p, vq)) {
+            queue_addr_write(vq, off, v);
         }
         break;
     default:
@@ -303,8 +346,13 @@ static uint64_t bar_read(void *opaque, uint64_t offset, unsigned size)
     }
     g_mutex_lock(&vdev->lock);
     if (offset < VIRTIO_PCI_REGION_SIZE) {
-        v = common_read(p, offset, size);
-        v &= size >= 8 ? UINT64_MAX : (1ull << (8 * size)) - 1;
+        /* Registers are at most 32 bits: a qword is two dwords. */
+        v = common_read(p, offset);
+        if (size == 8) {
+            v = (uint32_t)v | common_read(p, offset + 4) << 32;
+        } else {
+            v &= (1ull << (8 * size)) - 1;
+        }
     } else if (offset >= VIRTIO_PCI_DEVICE_OFFSET &&
                offset < VIRTIO_PCI_DEVICE_OFFSET + VIRTIO_PCI_REGION_SIZE) {
         uint64_t o = offset - VIRTIO_PCI_DEVICE_OFFSET;
@@ -341,7 +389,12 @@ static void bar_write(void *opaque, uint64_t offset, uint64_t value,
     }
     g_mutex_lock(&vdev->lock);
     if (offset < VIRTIO_PCI_REGION_SIZE) {
-        common_write(p, offset, value, size);
+        /* Registers are at most 32 bits: a qword is two dwords (as QEMU
+         * splits it), e.g. DESCHI then AVAILLO. */
+        common_write(p, offset, size == 8 ? (uint32_t)value : value);
+        if (size == 8) {
+            common_write(p, offset + 4, value >> 32);
+        }
     } else if (offset >= VIRTIO_PCI_DEVICE_OFFSET &&
                offset < VIRTIO_PCI_DEVICE_OFFSET + VIRTIO_PCI_REGION_SIZE) {
         uint64_t o = offset - VIRTIO_PCI_DEVICE_OFFSET;
@@ -472,6 +525,10 @@ VirtIOPCIProxy *virtio_pci_new(VirtIODevice *vdev, uint32_t class_code,
     p->vdev = vdev;
     p->notify_addr = PCI_BAR_UNMAPPED;
     p->ioeventfd_on = g_new0(bool, vdev->num_queues);
+    p->vq_vector = g_new(_Atomic uint16_t, vdev->num_queues);
+    for (unsigned q = 0; q < vdev->num_queues; q++) {
+        atomic_init(&p->vq_vector[q], VIRTIO_PCI_NO_VECTOR);
+    }
     atomic_init(&p->config_vector, VIRTIO_PCI_NO_VECTOR);
     atomic_init(&p->isr, 0);
 
@@ -516,10 +573,12 @@ VirtIOPCIProxy *virtio_pci_new(VirtIODevice *vdev, uint32_t class_code,
     memset(p->pci.wmask + c + VIRTIO_PCI_CAP_OFFSET, 0xff, 8);
     memset(p->pci.wmask + c + VIRTIO_PCI_CFG_DATA, 0xff, 4);
 
-    r = pci_msix_init(&p->pci, nr_vectors ? nr_vectors
-                                          : vdev->num_queues + 1,
+    /* num-queues and vectors come from the user: more vectors than MSI-X
+     * has are capped (queues past the table get VIRTIO_PCI_NO_VECTOR). */
+    unsigned vectors = nr_vectors ? nr_vectors : vdev->num_queues + 1;
+    r = pci_msix_init(&p->pci, MIN(vectors, (unsigned)PCI_MSIX_MAX_VECTORS),
                       VIRTIO_PCI_MSIX_BAR);
-    g_assert(r == 0);
+    g_assert(r == 0); /* 1..2048 vectors in a free BAR 1: cannot fail */
 
     vdev->transport_ops = &virtio_pci_transport_ops;
     vdev->transport = p;
@@ -548,6 +607,7 @@ void virtio_pci_free(VirtIOPCIProxy *p)
     p->vdev->transport_ops = NULL;
     p->vdev->transport = NULL;
     g_free(p->ioeventfd_on);
+    g_free(p->vq_vector);
     g_free(p);
 }
 

@@ -9,7 +9,10 @@
  *             "iothread-vq-mapping":[{"iothread":"io0"}]}'
  * Property values are strings: JSON strings as they are, numbers in
  * decimal, booleans "on"/"off", arrays and objects as their JSON text
- * (a constructor parses e.g. iothread-vq-mapping again).
+ * (a constructor parses e.g. iothread-vq-mapping again).  As in QEMU, a
+ * JSON integer "addr" is a devfn (slot << 3 | function; given to the
+ * table as "SLOT.FN" in hex), and duplicate keys are refused in both
+ * forms; JSON nested deeper than 32 levels is refused.
  *
  * A constructor takes the properties it knows OUT of the table; the
  * machine reports any key left over as an unknown property.

@@ -19,9 +19,13 @@
  *                (the PCI hole above low RAM, below the IOAPIC)
  *   64-bit BARs: from the end of RAM above 4 GiB (or 4 GiB) rounded up to
  *                1 GiB, for 64 GiB.
- * A guest may move a BAR anywhere; a placement over RAM, over another
- * region or at the sizing pattern (all ones) leaves the BAR unmapped
- * (accesses there hit nothing) and is logged once per device.
+ * A guest may move a BAR anywhere; a placement over RAM, over the IOAPIC
+ * (0xFEC00000, 1 MiB), the LAPIC/MSI window (0xFEE00000, 1 MiB), KVM's
+ * private pages (0xFEFFC000, 16 KiB), over another region or at the
+ * sizing pattern (all ones) leaves the BAR unmapped (accesses there hit
+ * nothing) and is logged once per device.  A BAR left unmapped because
+ * another BAR was in its place is mapped as soon as that one moves away
+ * or stops decoding: the mapping never depends on the order of writes.
  */
 #ifndef SHARDVM_PCI_H
 #define SHARDVM_PCI_H
@@ -306,8 +310,9 @@ static inline uint32_t pci_get_long(const uint8_t *p)
  * fill the 32-bit BAR @bar (>= 4 KiB), which this
  * declares (lock-free region: MSI-X has its own mutex).  Every vector
  * starts masked, MSI-X disabled.  Interrupts go through the bus's
- * PCIVMOps (one MSI route + one irqfd EventNotifier per vector, set up
- * when the vector is first enabled and unmasked).  Returns 0 or a
+ * PCIVMOps (one MSI route + one irqfd EventNotifier per vector, both
+ * made when the vector is first enabled and unmasked, so unused vectors
+ * cost no fd).  Returns 0 or a
  * negative errno.  Before plugging; main thread.
  */
 int pci_msix_init(PCIDevice *d, unsigned nr_vectors, unsigned bar);
@@ -320,7 +325,8 @@ void pci_msix_cleanup(PCIDevice *d);
 /*
  * pci_msix_notify: interrupt the guest with @vector: if MSI-X is enabled
  * and neither the function nor the vector is masked, set the vector's
- * irqfd; if masked, set its PBA bit instead (delivered when unmasked).
+ * irqfd; if masked (or KVM refused its route), set its PBA bit instead
+ * (delivered when unmasked / routed by a later table write).
  * Disabled MSI-X or an out-of-range vector: nothing (no INTx).  Any
  * thread.
  */
@@ -332,7 +338,8 @@ unsigned pci_msix_nr_vectors(PCIDevice *d);
 /* pci_msix_is_pending: the vector's PBA bit.  Any thread (tests). */
 bool pci_msix_is_pending(PCIDevice *d, unsigned vector);
 
-/* pci_msix_get_irqfd: the vector's irqfd notifier (tests read it). */
+/* pci_msix_get_irqfd: the vector's irqfd notifier (tests read it); its
+ * eventfd exists (fd >= 0) once the vector was first routed. */
 EventNotifier *pci_msix_get_irqfd(PCIDevice *d, unsigned vector);
 
 /* Internal to hw/pci/: called by the config-write path. */

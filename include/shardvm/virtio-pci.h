@@ -13,6 +13,13 @@
  * IDs: vendor 0x1af4, device 0x1040 + virtio device id, revision 1,
  * subsystem 0x1af4 / 0x1100 (as QEMU).
  *
+ * Guest rules enforced here: a qword access to the common configuration
+ * is two dword accesses; a status write only adds bits (0 resets; the
+ * driver cannot set NEEDS_RESET; DRIVER_OK before FEATURES_OK is accepted
+ * is ignored); queue size / addresses / enable are taken only while the
+ * queue is disabled and before DRIVER_OK.  Anything else a driver writes
+ * wrongly is ignored, never fatal.
+ *
  * Threads: BAR 4 is dispatched with the BQL held (a status write may start
  * or stop queues, which waits for their contexts); each access also takes
  * vdev->lock (lock order: BQL, then vdev->lock).  Queue notifications do
@@ -95,8 +102,9 @@ typedef struct VirtIOPCIProxy VirtIOPCIProxy;
  * virtio_device_init(); the caller keeps owning it and frees it after
  * virtio_pci_free()) with PCI class @class_code (block: 0x018000) and
  * @nr_vectors MSI-X vectors (0: one per queue plus one for config, as
- * QEMU).  Sets vdev->transport_ops / transport.  Returns the proxy
- * (virtio_pci_free()).  Main thread.
+ * QEMU; at most PCI_MSIX_MAX_VECTORS, more are capped).  Sets
+ * vdev->transport_ops / transport.  Returns the proxy (virtio_pci_free()).
+ * Main thread.
  */
 VirtIOPCIProxy *virtio_pci_new(VirtIODevice *vdev, uint32_t class_code,
                                unsigned nr_vectors);

@@ -17,12 +17,16 @@ struct FakeVM {
     std::map<uint64_t, EventNotifier *> ioeventfds; // addr -> notifier
     unsigned next_gsi = 24;
     int updates = 0;
+    bool fail_routes = false; // AddRoute/UpdateRoute fail with -ENOSPC
 
     static const PCIVMOps ops;
 
     static FakeVM *Of(void *o) { return static_cast<FakeVM *>(o); }
     static int AddRoute(void *o, uint64_t addr, uint32_t data)
     {
+        if (Of(o)->fail_routes) {
+            return -ENOSPC;
+        }
         unsigned gsi = Of(o)->next_gsi++;
         Of(o)->routes[gsi] = Route{ addr, data, nullptr };
         return (int)gsi;
@@ -31,6 +35,9 @@ struct FakeVM {
                            uint32_t data)
     {
         auto it = Of(o)->routes.find(gsi);
+        if (Of(o)->fail_routes) {
+            return -ENOSPC;
+        }
         if (it == Of(o)->routes.end()) {
             return -ENOENT;
         }
