@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 struct IOThread {
     char *id;
@@ -22,6 +23,7 @@ struct IOThread {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool running;
+    int tid; /* the thread's id (gettid), set before running */
 
     /* Set by the stop BH, in the IOThread; read by its loop.  Atomic only
      * so that tests may peek; nobody else writes it. */
@@ -110,6 +112,7 @@ static void *iothread_run(void *opaque)
 
     aio_context_set_home_thread(iot->ctx);
     pthread_mutex_lock(&iot->lock);
+    iot->tid = (int)gettid();
     iot->running = true;
     pthread_cond_signal(&iot->cond);
     pthread_mutex_unlock(&iot->lock);
@@ -241,4 +244,12 @@ void iothread_free(IOThread *iot)
     pthread_mutex_destroy(&iot->lock);
     g_free(iot->id);
     g_free(iot);
+}
+
+int iothread_get_thread_id(IOThread *iot)
+{
+    pthread_mutex_lock(&iot->lock);
+    int tid = iot->tid;
+    pthread_mutex_unlock(&iot->lock);
+    return tid;
 }

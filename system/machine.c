@@ -10,6 +10,7 @@
 #include "shardvm/machine-event.h"
 #include "shardvm/main-loop.h"
 #include "shardvm/memory.h"
+#include "shardvm/monitor.h"
 #include "shardvm/multiboot.h"
 #include "shardvm/pci.h"
 #include "shardvm/serial.h"
@@ -35,6 +36,12 @@ struct Machine {
     /* The first of debug-exit, vCPU stop and host stop: one atomic word,
      * written by vCPU threads and the main loop (first writer wins). */
     MachineEvent event;
+    /* QMP (issue 12); main-loop thread, BQL. */
+    Monitor *monitor;        /* NULL without -qmp / -mon */
+    bool start_paused;       /* -S: vCPUs start on the first "cont" */
+    bool started;            /* vm_start() done */
+    char *name;              /* -name */
+
 };
 
 /* ---- COM1 ------------------------------------------------------------ */
@@ -130,7 +137,8 @@ static const IORegionOps machine_serial_ops = {
 static int machine_add_serial(Machine *m, const ShardvmOptions *o,
                               GError **errp)
 {
-    if (o->serial == CHARDEV_NONE) {
+    if (o->serial == CHARDEV_NONE ||
+        (o->nodefaults && !o->serial_given && !o->nographic)) {
         return 0;
     }
     m->chardev = chardev_new(o->serial, o->serial_path, errp);
@@ -342,6 +350,8 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
     machine_event_init(&m->event);
     m->iothreads = g_ptr_array_new();
     m->devices = g_array_new(FALSE, FALSE, sizeof(MachineDevice));
+    m->start_paused = o->start_paused;
+    m->name = g_strdup(o->name);
 
     if (!o->kernel) {
         shardvm_error_set(errp, -EINVAL, "no -kernel given: shardvm boots a "
@@ -416,7 +426,11 @@ fail:
 
 int machine_start(Machine *m, GError **errp)
 {
+    if (m->start_paused) {
+        return 0; /* -S: prelaunch until QMP "cont" (machine_qmp_cont) */
+    }
     int r = vm_start(m->vm, errp);
+    m->started = r == 0;
     if (r == 0 && m->serial) {
         chardev_set_input(m->chardev, machine_serial_can_read,
                           machine_serial_input, m);
@@ -441,6 +455,8 @@ void machine_free(Machine *m)
     if (!m) {
         return;
     }
+    /* The monitor first: no command reaches a half torn-down machine. */
+    monitor_free(m->monitor);
     /* vCPUs first: after this nothing calls into the devices. */
     if (m->vm) {
         vm_stop(m->vm);
@@ -463,5 +479,190 @@ void machine_free(Machine *m)
     serial_free(m->serial);
     chardev_free(m->chardev);
     vm_free(m->vm);
+    g_free(m->name);
     g_free(m);
+}
+
+/* ---- QMP monitor backend (issue 12) --------------------------------------
+ * The MonitorBackend of include/shardvm/monitor.h for this machine.  All
+ * callbacks run in the main loop with the BQL held. */
+
+static const char *machine_qmp_run_state(void *opaque)
+{
+    Machine *m = opaque;
+    if (!m->started) {
+        return "prelaunch";
+    }
+    return vm_is_paused(m->vm) ? "paused" : "running";
+}
+
+static int machine_qmp_stop(void *opaque, GError **errp)
+{
+    Machine *m = opaque;
+    if (!m->started || vm_is_paused(m->vm)) {
+        return 0;
+    }
+    vm_pause(m->vm);
+    return 1;
+}
+
+static int machine_qmp_cont(void *opaque, GError **errp)
+{
+    Machine *m = opaque;
+    if (!m->started) {
+        int r = vm_start(m->vm, errp);
+        if (r < 0) {
+            return r;
+        }
+        m->started = true;
+        if (m->serial) {
+            chardev_set_input(m->chardev, machine_serial_input, m);
+        }
+        return 1;
+    }
+    if (!vm_is_paused(m->vm)) {
+        return 0;
+    }
+    vm_resume(m->vm);
+    return 1;
+}
+
+static void machine_qmp_powerdown(void *opaque)
+{
+    /* No ACPI yet: the power button ends the machine as a guest
+     * power-off would. */
+    main_loop_request_shutdown(SHUTDOWN_GUEST);
+}
+
+static void machine_qmp_quit(void *opaque)
+{
+    main_loop_request_shutdown(SHUTDOWN_HOST_QMP);
+}
+
+static const char *machine_qmp_name(void *opaque)
+{
+    Machine *m = opaque;
+    return m->name;
+}
+
+static void machine_qmp_kvm_info(void *opaque, bool *enabled, bool *present)
+{
+    *enabled = true;
+    *present = true;
+}
+
+static void machine_qmp_vcpu_thread_ids(void *opaque, GArray *out)
+{
+    Machine *m = opaque;
+    /* The vcpu module does not expose thread ids yet: 0 each. */
+    for (int i = 0; i < vm_get_nr_vcpus(m->vm); i++) {
+        int tid = 0;
+        g_array_append_val(out, tid);
+    }
+}
+
+static void machine_qmp_iothread_list(void *opaque, GPtrArray *out)
+{
+    Machine *m = opaque;
+    for (guint i = 0; i < m->iothreads->len; i++) {
+        g_ptr_array_add(out, g_ptr_array_index(m->iothreads, i));
+    }
+}
+
+static IOThread *machine_qmp_iothread_find(void *opaque, const char *id)
+{
+    Machine *m = opaque;
+    for (guint i = 0; i < m->iothreads->len; i++) {
+        IOThread *t = g_ptr_array_index(m->iothreads, i);
+        if (!strcmp(iothread_get_id(t), id)) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static int machine_qmp_iothread_add(void *opaque, const char *id,
+                                    const IOThreadProps *props,
+                                    GError **errp)
+{
+    Machine *m = opaque;
+    IOThread *t = iothread_new(id, props, errp);
+    if (!t) {
+        return -EINVAL;
+    }
+    g_ptr_array_add(m->iothreads, t);
+    return 0;
+}
+
+static int machine_qmp_iothread_del(void *opaque, const char *id,
+                                    GError **errp)
+{
+    Machine *m = opaque;
+    IOThread *t = machine_qmp_iothread_find(m, id);
+    if (!t) {
+        return -ENOENT;
+    }
+    /* TODO(lead, virtio-blk merge): -EBUSY while a device uses it. */
+    g_ptr_array_remove(m->iothreads, t);
+    iothread_free(t);
+    return 0;
+}
+
+static const MonitorBackend machine_qmp_backend = {
+    .run_state = machine_qmp_run_state,
+    .stop = machine_qmp_stop,
+    .cont = machine_qmp_cont,
+    .powerdown = machine_qmp_powerdown,
+    .quit = machine_qmp_quit,
+    .name = machine_qmp_name,
+    .kvm_info = machine_qmp_kvm_info,
+    .vcpu_thread_ids = machine_qmp_vcpu_thread_ids,
+    .iothread_list = machine_qmp_iothread_list,
+    .iothread_find = machine_qmp_iothread_find,
+    .iothread_add = machine_qmp_iothread_add,
+    .iothread_del = machine_qmp_iothread_del,
+    /* block_list, virtqueue_list, blockdev_set_iothread: wired with
+     * virtio-blk (the block and virtio branches). */
+};
+
+int machine_monitor_start(Machine *m, const ShardvmOptions *o,
+                          GError **errp)
+{
+    bool any = (o->qmp && o->qmp->len) || (o->mons && o->mons->len);
+    if (!any) {
+        return 0;
+    }
+    m->monitor = monitor_new(&machine_qmp_backend, m);
+    for (guint i = 0; o->qmp && i < o->qmp->len; i++) {
+        int r = monitor_add_listener(m->monitor, g_ptr_array_index(o->qmp, i),
+                                     errp);
+        if (r < 0) {
+            return r;
+        }
+    }
+    for (guint i = 0; o->mons && i < o->mons->len; i++) {
+        const char *id = g_ptr_array_index(o->mons, i);
+        const char *addr = NULL;
+        size_t idlen = strlen(id);
+        for (guint k = 0; o->chardevs && k < o->chardevs->len; k++) {
+            const char *cd = g_ptr_array_index(o->chardevs, k);
+            if (!strncmp(cd, id, idlen) && cd[idlen] == '=') {
+                addr = cd + idlen + 1;
+            }
+        }
+        if (!addr) {
+            return shardvm_error_set(errp, -EINVAL, "-mon: chardev '%s' not "
+                                     "found", id);
+        }
+        int r = monitor_add_listener(m->monitor, addr, errp);
+        if (r < 0) {
+            return r;
+        }
+    }
+    return 0;
+}
+
+Monitor *machine_get_monitor(Machine *m)
+{
+    return m->monitor;
 }

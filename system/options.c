@@ -9,6 +9,7 @@
 #include "shardvm/options.h"
 #include "shardvm/device.h"
 #include "shardvm/error.h"
+#include "shardvm/monitor.h"
 
 #include <errno.h>
 #include <string.h>
@@ -599,6 +600,75 @@ static int opt_name(ShardvmOptions *o, const char *opt, const char *arg,
     return r;
 }
 
+/* ---- monitor and process options (issue 12) ----------------------------
+ * -qmp, -chardev socket and -mon are checked by monitor/qmp-addr.c and
+ * stored normalised; system/monitor-hook.c creates the listeners. */
+
+static void push_string(GPtrArray **arr, char *s)
+{
+    if (!*arr) {
+        *arr = g_ptr_array_new_with_free_func(g_free);
+    }
+    g_ptr_array_add(*arr, s);
+}
+
+static int opt_qmp(ShardvmOptions *o, const char *opt, const char *arg,
+                   GError **errp)
+{
+    char *addr = monitor_parse_qmp(arg, errp);
+    if (!addr) {
+        return -EINVAL;
+    }
+    push_string(&o->qmp, addr);
+    return 0;
+}
+
+static int opt_chardev(ShardvmOptions *o, const char *opt, const char *arg,
+                       GError **errp)
+{
+    char *id = NULL;
+    char *addr = monitor_parse_chardev(arg, &id, errp);
+    if (!addr) {
+        return -EINVAL;
+    }
+    push_string(&o->chardevs, g_strdup_printf("%s=%s", id, addr));
+    g_free(id);
+    g_free(addr);
+    return 0;
+}
+
+static int opt_mon(ShardvmOptions *o, const char *opt, const char *arg,
+                   GError **errp)
+{
+    char *id = monitor_parse_mon(arg, errp);
+    if (!id) {
+        return -EINVAL;
+    }
+    push_string(&o->mons, id);
+    return 0;
+}
+
+static int opt_flag(ShardvmOptions *o, const char *opt, const char *arg,
+                    GError **errp)
+{
+    if (!strcmp(opt, "S")) {
+        o->start_paused = true;
+    } else if (!strcmp(opt, "no-shutdown")) {
+        o->no_shutdown = true;
+    } else if (!strcmp(opt, "nodefaults")) {
+        o->nodefaults = true;
+    } else if (!strcmp(opt, "daemonize")) {
+        o->daemonize = true;
+    }
+    return 0;
+}
+
+static int opt_pidfile(ShardvmOptions *o, const char *opt, const char *arg,
+                       GError **errp)
+{
+    return set_string(&o->pidfile, arg);
+}
+
 static int opt_help(ShardvmOptions *o, const char *opt, const char *arg,
                     GError **errp)
 {
@@ -650,6 +720,23 @@ static const OptionDesc options[] = {
       "aio-max-batch=N,thread-pool-min=N,thread-pool-max=N]" },
     { "name", true, opt_name,
       "-name NAME        guest name" },
+    { "qmp", true, opt_qmp,
+      "-qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off"
+      "  QMP monitor" },
+    { "chardev", true, opt_chardev,
+      "-chardev socket,id=ID,path=PATH|host=H,port=N,server=on,wait=off" },
+    { "mon", true, opt_mon,
+      "-mon chardev=ID,mode=control  QMP monitor on a -chardev" },
+    { "S", false, opt_flag,
+      "-S                start paused (status prelaunch; QMP cont starts)" },
+    { "no-shutdown", false, opt_flag,
+      "-no-shutdown      on guest power-off stop the vCPUs, keep running" },
+    { "nodefaults", false, opt_flag,
+      "-nodefaults       no default serial port" },
+    { "pidfile", true, opt_pidfile,
+      "-pidfile FILE     write the process id to FILE" },
+    { "daemonize", false, opt_flag,
+      "-daemonize        detach once the machine is set up" },
     { "version", false, opt_version,
       "-version          print the version and exit" },
     { "h", false, opt_help, NULL },
@@ -727,6 +814,10 @@ void options_clear(ShardvmOptions *o)
     g_free(o->serial_path);
     g_free(o->name);
     g_free(o->cpu_model);
+    g_free(o->pidfile);
+    g_clear_pointer(&o->qmp, g_ptr_array_unref);
+    g_clear_pointer(&o->chardevs, g_ptr_array_unref);
+    g_clear_pointer(&o->mons, g_ptr_array_unref);
     if (o->iothreads) {
         for (guint i = 0; i < o->iothreads->len; i++) {
             g_free(g_array_index(o->iothreads, IOThreadOption, i).id);

@@ -60,6 +60,10 @@ AioContext *iothread_get_aio_context(IOThread *iot);
 /* iothread_get_id: the id given at creation. */
 const char *iothread_get_id(IOThread *iot);
 
+/* iothread_get_thread_id: the thread's kernel id (gettid(), what QMP's
+ * query-iothreads reports as thread-id).  Any thread. */
+int iothread_get_thread_id(IOThread *iot);
+
 /*
  * iothread_stop: make the thread leave its loop and join it.  Every BH
  * scheduled before the stop runs; later aio_bh_schedule*() calls return

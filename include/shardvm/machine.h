@@ -48,6 +48,19 @@ int machine_start(Machine *m, GError **errp);
  */
 int machine_exit_status(Machine *m, int shutdown_reason);
 
+/*
+ * machine_monitor_start: the QMP monitor of -qmp / -chardev + -mon, if
+ * any, serving this machine (issue 12 hook: called after main_loop_init()
+ * and machine_new(), before machine_start()).  Returns 0 or a negative
+ * errno with @errp set.  Main-loop thread, BQL held.
+ */
+int machine_monitor_start(Machine *m, const ShardvmOptions *o,
+                          GError **errp);
+
+/* machine_get_monitor: the monitor, or NULL (to emit events). */
+typedef struct Monitor Monitor;
+Monitor *machine_get_monitor(Machine *m);
+
 /* machine_free: stop the vCPUs, then free devices, IOThreads and the VM.
  * NULL is ignored.  Main-loop thread, BQL held. */
 void machine_free(Machine *m);

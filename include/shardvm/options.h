@@ -50,6 +50,16 @@ typedef struct ShardvmOptions {
     GArray *iothreads;   /* IOThreadOption, in command-line order */
     GPtrArray *devices;  /* DeviceOption * (device.h): -device other than
                           * isa-debug-exit, in command-line order */
+    /* ---- the monitor and process options (QMP, issue 12) ---- */
+    GPtrArray *qmp;      /* char *: -qmp listener addresses, normalised
+                          * ("unix:PATH", "tcp:HOST:PORT"); NULL if none */
+    GPtrArray *chardevs; /* char *: "ID=ADDR" of -chardev socket */
+    GPtrArray *mons;     /* char *: chardev ids of -mon mode=control */
+    bool start_paused;   /* -S: status prelaunch until "cont" */
+    bool no_shutdown;    /* -no-shutdown: stop instead of exiting */
+    bool nodefaults;     /* -nodefaults: no default serial port */
+    char *pidfile;       /* -pidfile FILE */
+    bool daemonize;      /* -daemonize */
     bool help;           /* -h / -help: print usage, exit 0 */
     bool version;        /* -version: print version, exit 0 */
 } ShardvmOptions;

@@ -355,3 +355,35 @@ TEST(OptionsKeyval, SplitsWithEscapedCommas)
 }
 
 } // namespace
+
+TEST_F(Options, MonitorAndProcessOptions)
+{
+    ASSERT_EQ(Parse({ "-S", "-no-shutdown", "-nodefaults", "-daemonize",
+                      "-pidfile", "/tmp/p", "-serial", "null", "-display",
+                      "none", "-qmp", "unix:/tmp/q.sock,server=on,wait=off",
+                      "-qmp", "tcp:127.0.0.1:4444,server,nowait",
+                      "-chardev", "socket,id=m0,path=/tmp/m.sock,server=on,"
+                      "wait=off", "-mon", "chardev=m0,mode=control" }), 0)
+        << Message();
+    EXPECT_TRUE(o_.start_paused);
+    EXPECT_TRUE(o_.no_shutdown);
+    EXPECT_TRUE(o_.nodefaults);
+    EXPECT_TRUE(o_.daemonize);
+    EXPECT_STREQ(o_.pidfile, "/tmp/p");
+    ASSERT_EQ(o_.qmp->len, 2u);
+    EXPECT_STREQ((char *)g_ptr_array_index(o_.qmp, 0), "unix:/tmp/q.sock");
+    EXPECT_STREQ((char *)g_ptr_array_index(o_.qmp, 1), "tcp:127.0.0.1:4444");
+    EXPECT_STREQ((char *)g_ptr_array_index(o_.chardevs, 0),
+                 "m0=unix:/tmp/m.sock");
+    EXPECT_STREQ((char *)g_ptr_array_index(o_.mons, 0), "m0");
+}
+
+TEST_F(Options, MonitorErrorsNameTheOption)
+{
+    EXPECT_LT(Parse({ "-qmp", "unix:/tmp/q.sock,server=on" }), 0);
+    EXPECT_NE(Message().find("-qmp"), std::string::npos) << Message();
+    EXPECT_LT(Parse({ "-mon", "chardev=m0,mode=readline" }), 0);
+    EXPECT_NE(Message().find("-mon"), std::string::npos) << Message();
+    EXPECT_LT(Parse({ "-chardev", "pty,id=x" }), 0);
+    EXPECT_NE(Message().find("-chardev"), std::string::npos) << Message();
+}
