@@ -158,13 +158,22 @@ static bool iov_aligned(const struct iovec *iov, int iovcnt, uint32_t align)
     return true;
 }
 
-static uint64_t iov_size(const struct iovec *iov, int iovcnt)
+/* The bytes @iov holds; -EINVAL for a negative count or a sum that does
+ * not fit in 64 bits (it would wrap to a small, valid-looking length). */
+static int iov_size(const struct iovec *iov, int iovcnt, uint64_t *out)
 {
     uint64_t n = 0;
+    if (iovcnt < 0) {
+        return -EINVAL;
+    }
     for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > UINT64_MAX - n) {
+            return -EINVAL;
+        }
         n += iov[i].iov_len;
     }
-    return n;
+    *out = n;
+    return 0;
 }
 
 /* Copy between a flat buffer and an iovec. */
@@ -410,15 +419,19 @@ void blk_req_complete_later(BlockRequest *req, int ret)
 int blk_queue_preadv(BlockQueue *q, uint64_t offset, const struct iovec *iov,
                      int iovcnt, BlockCompletionFunc *cb, void *opaque)
 {
-    return submit(q, BLK_REQ_READ, offset, iov_size(iov, iovcnt), iov, iovcnt,
-                  false, cb, opaque);
+    uint64_t len;
+    int r = iov_size(iov, iovcnt, &len);
+    return r < 0 ? r : submit(q, BLK_REQ_READ, offset, len, iov, iovcnt,
+                              false, cb, opaque);
 }
 
 int blk_queue_pwritev(BlockQueue *q, uint64_t offset, const struct iovec *iov,
                       int iovcnt, BlockCompletionFunc *cb, void *opaque)
 {
-    return submit(q, BLK_REQ_WRITE, offset, iov_size(iov, iovcnt), iov,
-                  iovcnt, false, cb, opaque);
+    uint64_t len;
+    int r = iov_size(iov, iovcnt, &len);
+    return r < 0 ? r : submit(q, BLK_REQ_WRITE, offset, len, iov, iovcnt,
+                              false, cb, opaque);
 }
 
 int blk_queue_flush(BlockQueue *q, BlockCompletionFunc *cb, void *opaque)

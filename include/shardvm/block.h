@@ -170,7 +170,8 @@ BlockBackend *blk_queue_get_backend(const BlockQueue *q);
 /*
  * Requests.  Home thread of @q's context.  @offset and lengths are bytes.
  * Immediate errors (the callback is then NOT called): -EINVAL (range past
- * the end of the image or overflowing), -EROFS (write/discard/zeroes on a
+ * the end of the image or overflowing, a negative iovcnt, iovec lengths
+ * whose sum overflows), -EROFS (write/discard/zeroes on a
  * read-only backend), -ENOMEM.  Unaligned buffers/offsets under O_DIRECT
  * are not an error: they go through an aligned bounce buffer.
  */
