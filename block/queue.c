@@ -120,6 +120,11 @@ void blk_queue_unplug(BlockQueue *q)
 void blk_queue_drain(BlockQueue *q)
 {
     g_assert(aio_context_in_home_thread(q->ctx));
+    if (q->plugged && q->ops->unplug) {
+        /* what a plug holds back would never complete: submit it now (the
+         * queue stays plugged for later submissions) */
+        q->ops->unplug(q);
+    }
     while (q->in_flight) {
         aio_poll(q->ctx, true);
     }

@@ -205,7 +205,9 @@ unsigned blk_queue_in_flight(const BlockQueue *q);
 
 /*
  * blk_queue_drain: run the context's loop (aio_poll) until nothing is in
- * flight on @q; completions run their callbacks meanwhile.  Home thread;
+ * flight on @q; completions run their callbacks meanwhile.  A plugged
+ * queue's held-back submissions go to the kernel first (the plug stays,
+ * for later submissions).  Home thread;
  * not from inside one of @q's completion callbacks.
  */
 void blk_queue_drain(BlockQueue *q);
