@@ -32,17 +32,27 @@ static void latency_timer_cb(void *opaque)
     BlockQueue *q = opaque;
     int64_t now = aio_clock_ns();
     uint64_t lat = q->blk->opts.null_latency_ns;
+    BlockRequest *due = NULL, **due_tail = &due;
 
+    /* Take the due requests off the queue and re-arm first: a callback
+     * may free @q (and its timer) once the last request has completed. */
     while (q->lat_head && q->lat_head->start_ns + (int64_t)lat <= now) {
         BlockRequest *req = q->lat_head;
         q->lat_head = req->next;
         if (!q->lat_head) {
             q->lat_tail = &q->lat_head;
         }
-        complete(req);
+        req->next = NULL;
+        *due_tail = req;
+        due_tail = &req->next;
     }
     if (q->lat_head) {
         aio_timer_mod(q->lat_timer, q->lat_head->start_ns + lat);
+    }
+    while (due) {
+        BlockRequest *req = due;
+        due = req->next;
+        complete(req);
     }
 }
 

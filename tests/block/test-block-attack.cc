@@ -163,3 +163,56 @@ TEST_F(BlockAttack, DrainWhilePluggedSubmitsAndCompletes)
         block_options_clear(&o);
     }
 }
+
+// A completion callback may free its own queue once nothing else is in
+// flight (the contract allows it).  The libaio / io_uring reapers and the
+// null driver's latency timer went on touching the freed state.
+struct SelfFree {
+    BlockQueue *q;
+    int ret = 1;
+    static void Cb(void *opaque, int ret)
+    {
+        SelfFree *s = static_cast<SelfFree *>(opaque);
+        s->ret = ret;
+        blk_queue_free(s->q);
+        s->q = nullptr;
+    }
+};
+
+TEST_F(BlockAttack, CallbackFreesItsOwnQueue)
+{
+    Image img(1 << 20);
+    std::vector<std::string> args = {
+        "driver=null-co,if=none",
+        "driver=null-aio,if=none",
+        "driver=null-co,latency-ns=1000,if=none",
+    };
+    for (BlockAioMode aio : kAioModes) {
+        args.push_back("file=" + img.path + ",cache=" +
+                       (aio == BLOCK_AIO_NATIVE ? "none" : "writeback") +
+                       ",aio=" + AioName(aio));
+    }
+    for (auto &arg : args) {
+        for (int kind = 0; kind < 2; kind++) {
+            BlockOptions o = Parse(arg);
+            BlockBackend *blk = Open(o);
+            ASSERT_NE(blk, nullptr) << arg;
+            SelfFree s;
+            s.q = Queue(blk);
+            void *buf = nullptr;
+            ASSERT_EQ(posix_memalign(&buf, 4096, 4096), 0);
+            struct iovec iov = { buf, 4096 };
+            ASSERT_EQ(kind == 0 ? blk_queue_preadv(s.q, 0, &iov, 1,
+                                                   SelfFree::Cb, &s)
+                                : blk_queue_flush(s.q, SelfFree::Cb, &s), 0);
+            Watchdog w(20);
+            ASSERT_TRUE(PollUntil(ctx, [&] { return s.q == nullptr; }));
+            EXPECT_EQ(s.ret, 0) << arg;
+            /* the context must still work */
+            aio_poll(ctx, false);
+            free(buf);
+            blk_unref(blk);
+            block_options_clear(&o);
+        }
+    }
+}
