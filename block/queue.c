@@ -39,6 +39,20 @@ static const BlockDriverOps *driver_ops(const BlockOptions *o)
 
 static void done_bh_cb(void *opaque);
 
+/* Completion callbacks running on this thread (blk_req_done). */
+static __thread unsigned in_completion_cb;
+
+/* The queue API belongs to the home thread of the queue's context: from
+ * anywhere else it would race on every field of @q.  A caller bug, so
+ * loud. */
+static inline void assert_home(const BlockQueue *q, const char *fn)
+{
+    if (G_UNLIKELY(!aio_context_in_home_thread(q->ctx))) {
+        g_error("%s: called outside the home thread of the queue's "
+                "AioContext", fn);
+    }
+}
+
 BlockQueue *blk_queue_new(BlockBackend *blk, AioContext *ctx, GError **errp)
 {
     BlockQueue *q = g_new0(BlockQueue, 1);
@@ -66,6 +80,7 @@ void blk_queue_free(BlockQueue *q)
     if (!q) {
         return;
     }
+    assert_home(q, __func__);
     if (q->in_flight) {
         g_error("blk_queue_free: %u requests in flight (drain first)",
                 q->in_flight);
@@ -106,11 +121,13 @@ unsigned blk_queue_in_flight(const BlockQueue *q)
 
 void blk_queue_plug(BlockQueue *q)
 {
+    assert_home(q, __func__);
     q->plugged++;
 }
 
 void blk_queue_unplug(BlockQueue *q)
 {
+    assert_home(q, __func__);
     g_assert(q->plugged > 0);
     if (--q->plugged == 0 && q->ops->unplug) {
         q->ops->unplug(q);
@@ -119,7 +136,14 @@ void blk_queue_unplug(BlockQueue *q)
 
 void blk_queue_drain(BlockQueue *q)
 {
-    g_assert(aio_context_in_home_thread(q->ctx));
+    assert_home(q, __func__);
+    if (in_completion_cb) {
+        /* The completions batched behind the running callback (a BH's
+         * list, a reaped event array, a thread-pool batch) cannot run
+         * until it returns: the drain would sleep forever. */
+        g_error("blk_queue_drain: called from a completion callback "
+                "(forbidden: it would never return)");
+    }
     if (q->plugged && q->ops->unplug) {
         /* what a plug holds back would never complete: submit it now (the
          * queue stays plugged for later submissions) */
@@ -263,6 +287,7 @@ static int submit(BlockQueue *q, BlockReqType type, uint64_t offset,
     BlockRequest *req;
     int r;
 
+    assert_home(q, "blk_queue_submit");
     if (type != BLK_REQ_READ && type != BLK_REQ_FLUSH &&
         q->blk->opts.read_only) {
         return -EROFS;
@@ -390,7 +415,9 @@ void blk_req_done(BlockRequest *req, int ret)
         epoch->writes--;
         epochs_advance(q);
     }
+    in_completion_cb++;
     cb(opaque, ret);
+    in_completion_cb--;
 }
 
 static void done_bh_cb(void *opaque)

@@ -168,7 +168,9 @@ AioContext *blk_queue_get_context(const BlockQueue *q);
 BlockBackend *blk_queue_get_backend(const BlockQueue *q);
 
 /*
- * Requests.  Home thread of @q's context.  @offset and lengths are bytes.
+ * Requests.  Home thread of @q's context (checked: from another thread
+ * they abort with a message, as do free, plug, unplug and drain).  @offset
+ * and lengths are bytes.
  * Immediate errors (the callback is then NOT called): -EINVAL (range past
  * the end of the image or overflowing, a negative iovcnt, iovec lengths
  * whose sum overflows), -EROFS (write/discard/zeroes on a
@@ -207,8 +209,9 @@ unsigned blk_queue_in_flight(const BlockQueue *q);
  * blk_queue_drain: run the context's loop (aio_poll) until nothing is in
  * flight on @q; completions run their callbacks meanwhile.  A plugged
  * queue's held-back submissions go to the kernel first (the plug stays,
- * for later submissions).  Home thread;
- * not from inside one of @q's completion callbacks.
+ * for later submissions).  Home thread; never from inside a completion
+ * callback (any queue's: the completions batched behind it could not run;
+ * it aborts with a message rather than hang).
  */
 void blk_queue_drain(BlockQueue *q);
 

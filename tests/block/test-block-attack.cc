@@ -216,3 +216,57 @@ TEST_F(BlockAttack, CallbackFreesItsOwnQueue)
         }
     }
 }
+
+// Drain from inside a completion callback is forbidden (block.h): the
+// completions batched behind the running one can never run, so it used to
+// sleep forever in aio_poll().  It must fail loudly instead.
+struct DrainInCb {
+    BlockQueue *q;
+    static void Cb(void *opaque, int ret)
+    {
+        blk_queue_drain(static_cast<DrainInCb *>(opaque)->q);
+    }
+};
+
+TEST_F(BlockAttack, DrainFromCallbackAbortsLoudly)
+{
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    auto body = [&]() {
+        alarm(10);
+        AioContext *c = aio_context_new(nullptr);
+        BlockOptions o = Parse("driver=null-co,if=none");
+        BlockBackend *blk = Open(o);
+        GError *err = nullptr;
+        DrainInCb d{ blk_queue_new(blk, c, &err) };
+        char buf[512];
+        struct iovec iov = { buf, sizeof(buf) };
+        blk_queue_preadv(d.q, 0, &iov, 1, DrainInCb::Cb, &d);
+        blk_queue_preadv(d.q, 0, &iov, 1, DrainInCb::Cb, &d);
+        for (;;) {
+            aio_poll(c, true);
+        }
+    };
+    EXPECT_DEATH(body(), "completion callback");
+}
+
+// Submitting from a thread that is not the queue context's home thread
+// raced on every queue field, silently.  It is a programming error and
+// must be caught.
+TEST_F(BlockAttack, SubmitFromWrongThreadIsCaught)
+{
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    auto body = [&]() {
+        AioContext *c = aio_context_new(nullptr);
+        BlockOptions o = Parse("driver=null-co,if=none");
+        BlockBackend *blk = Open(o);
+        BlockQueue *q = blk_queue_new(blk, c, nullptr);
+        char buf[512];
+        struct iovec iov = { buf, sizeof(buf) };
+        std::thread t([&] {
+            blk_queue_preadv(q, 0, &iov, 1, Done::Cb, nullptr);
+        });
+        t.join();
+        _exit(0);
+    };
+    EXPECT_DEATH(body(), "home thread");
+}
