@@ -47,7 +47,9 @@ static uint32_t probe_alignment(int fd, bool is_blockdev)
 static int open_file(BlockBackend *blk, GError **errp)
 {
     const BlockOptions *o = &blk->opts;
-    int flags = (o->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    /* O_NONBLOCK: opening a FIFO read-only would wait for a writer; the
+     * type check below refuses it, and clears the flag for an image. */
+    int flags = (o->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK;
     struct stat st;
     int r;
 
@@ -89,6 +91,11 @@ static int open_file(BlockBackend *blk, GError **errp)
     } else {
         return shardvm_error_set(errp, -EINVAL, "'%s' is neither a regular "
                                  "file nor a block device", o->filename);
+    }
+    if (fcntl(blk->fd, F_SETFL, fcntl(blk->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+        r = -errno;
+        return shardvm_error_set(errp, r, "'%s': F_SETFL: %s", o->filename,
+                                 g_strerror(-r));
     }
     if (blk->size % 512) {
         return shardvm_error_set(errp, -EINVAL, "'%s': size %" G_GUINT64_FORMAT

@@ -270,3 +270,26 @@ TEST_F(BlockAttack, SubmitFromWrongThreadIsCaught)
     };
     EXPECT_DEATH(body(), "home thread");
 }
+
+// Files that are not images: a FIFO (must not block in open(): with
+// readonly=on, O_RDONLY waits for a writer), /dev/null, a directory.
+TEST_F(BlockAttack, NotAnImageIsAnErrorNotAHang)
+{
+    std::string dir = (ImageDir().empty() ? "/tmp" : ImageDir()) +
+                      "/shardvm-fifo-XXXXXX";
+    ASSERT_NE(mkdtemp(&dir[0]), nullptr);
+    std::string fifo = dir + "/fifo";
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    Watchdog w(20);
+    for (const std::string &f : { fifo, std::string("/dev/null"), dir }) {
+        for (const char *ro : { "on", "off" }) {
+            BlockOptions o = Parse("file=" + f + ",readonly=" + ro);
+            std::string msg;
+            EXPECT_EQ(Open(o, &msg), nullptr) << f;
+            EXPECT_NE(msg.find(f), std::string::npos) << msg;
+            block_options_clear(&o);
+        }
+    }
+    unlink(fifo.c_str());
+    rmdir(dir.c_str());
+}
