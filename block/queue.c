@@ -7,6 +7,7 @@
 #include "shardvm/error.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -221,10 +222,12 @@ static void iov_copy(const struct iovec *iov, int iovcnt, void *buf,
 }
 
 /*
- * O_DIRECT: give @req an aligned bounce buffer when the caller's memory,
- * offset or length is unaligned.  Reads read the aligned range around the
- * caller's and copy out at completion; writes with aligned offset/length
- * copy in now; unaligned writes become read-modify-writes on a worker.
+ * Give @req an aligned bounce buffer when O_DIRECT needs one (the caller's
+ * memory, offset or length is unaligned) or when the vector has more than
+ * IOV_MAX elements (preadv, libaio and io_uring all refuse those with
+ * EINVAL).  Reads read the aligned range around the caller's and copy out
+ * at completion; writes with aligned offset/length copy in now; unaligned
+ * writes become read-modify-writes on a worker.
  */
 static int req_setup_bounce(BlockRequest *req)
 {
@@ -233,10 +236,12 @@ static int req_setup_bounce(BlockRequest *req)
     uint64_t end = (req->offset + req->len + a - 1) & ~(uint64_t)(a - 1);
     bool range_ok = start == req->offset && end == req->offset + req->len;
 
-    if (a <= 1 || (range_ok && iov_aligned(req->iov, req->iovcnt, a))) {
+    if (req->iovcnt <= IOV_MAX &&
+        (a <= 1 || (range_ok && iov_aligned(req->iov, req->iovcnt, a)))) {
         return 0;
     }
-    if (posix_memalign(&req->bounce, a, end - start)) {
+    if (posix_memalign(&req->bounce, MAX(a, sizeof(void *)),
+                       MAX(end - start, 1))) {
         return -ENOMEM;
     }
     req->bounce_iov.iov_base = req->bounce;
@@ -273,6 +278,9 @@ static void dispatch(BlockRequest *req)
     } else if (req->type == BLK_REQ_DISCARD &&
                q->blk->opts.discard == BLOCK_DISCARD_IGNORE) {
         blk_req_complete_later(req, 0);
+    } else if ((req->type == BLK_REQ_DISCARD ||
+                req->type == BLK_REQ_ZEROES) && req->len == 0) {
+        blk_req_complete_later(req, 0);     /* fallocate() says EINVAL */
     } else if (req->rmw && q->ops != &blk_drv_null) {
         blk_threads_submit(req);
     } else {

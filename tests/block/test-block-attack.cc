@@ -293,3 +293,119 @@ TEST_F(BlockAttack, NotAnImageIsAnErrorNotAHang)
     unlink(fifo.c_str());
     rmdir(dir.c_str());
 }
+
+// Odd shapes on every aio mode, with and without O_DIRECT: zero-length
+// and one-byte requests, a buffer misaligned by one, zero-length iovecs in
+// the middle, more than IOV_MAX iovecs, a request ending exactly at the
+// end of the image, one crossing it.
+TEST_F(BlockAttack, OddShapesEveryMode)
+{
+    const uint64_t size = 1 << 20;
+    for (BlockAioMode aio : kAioModes) {
+        for (const char *cache : { "none", "writeback" }) {
+            if (aio == BLOCK_AIO_NATIVE && !strcmp(cache, "writeback")) {
+                continue;
+            }
+            std::string what = std::string(AioName(aio)) + " " + cache;
+            Image img(size);
+            BlockOptions o = FileOptions(img.path, aio, cache);
+            o.discard = BLOCK_DISCARD_UNMAP;
+            BlockBackend *blk = Open(o);
+            ASSERT_NE(blk, nullptr) << what;
+            BlockQueue *q = Queue(blk);
+            Done d;
+            int id = 0;
+            auto wait = [&] {
+                blk_queue_drain(q);
+                EXPECT_EQ(d.errors, 0) << what << " " << d.last_err;
+                EXPECT_EQ(d.count, id) << what;
+            };
+
+            /* zero-length everything */
+            struct iovec none = { nullptr, 0 };
+            EXPECT_EQ(blk_queue_preadv(q, 0, &none, 0, Done::Cb, d.Op(id++)),
+                      0);
+            EXPECT_EQ(blk_queue_pwritev(q, 0, &none, 1, Done::Cb,
+                                        d.Op(id++)), 0);
+            EXPECT_EQ(blk_queue_pwritev(q, size, &none, 1, Done::Cb,
+                                        d.Op(id++)), 0);
+            EXPECT_EQ(blk_queue_discard(q, 4096, 0, Done::Cb, d.Op(id++)), 0);
+            EXPECT_EQ(blk_queue_write_zeroes(q, 4096, 0, true, Done::Cb,
+                                             d.Op(id++)), 0);
+            wait();
+            EXPECT_EQ(img.Read(0, 8192), std::vector<uint8_t>(8192, 0))
+                << what;
+
+            /* one byte, misaligned buffer */
+            std::vector<uint8_t> raw(3 * 4096 + 1);
+            uint8_t *mis = raw.data() + 1;
+            mis[0] = 0xab;
+            struct iovec b1 = { mis, 1 };
+            EXPECT_EQ(blk_queue_pwritev(q, 777, &b1, 1, Done::Cb, d.Op(id++)),
+                      0);
+            wait();
+            EXPECT_EQ(img.Read(777, 1)[0], 0xab) << what;
+            EXPECT_EQ(img.Read(776, 1)[0], 0) << what;
+            EXPECT_EQ(img.Read(778, 1)[0], 0) << what;
+            mis[0] = 0;
+            EXPECT_EQ(blk_queue_preadv(q, 777, &b1, 1, Done::Cb, d.Op(id++)),
+                      0);
+            wait();
+            EXPECT_EQ(mis[0], 0xab) << what;
+
+            /* zero-length iovecs between real ones, misaligned by one */
+            std::vector<uint8_t> pat = Pattern(3 * 4096, 3);
+            memcpy(mis, pat.data(), pat.size());
+            struct iovec mixed[5] = { { mis, 4096 }, { mis + 5, 0 },
+                                      { mis + 4096, 4096 }, { nullptr, 0 },
+                                      { mis + 8192, 4096 } };
+            EXPECT_EQ(blk_queue_pwritev(q, size - 3 * 4096, mixed, 5,
+                                        Done::Cb, d.Op(id++)), 0);
+            wait();
+            EXPECT_EQ(img.Read(size - 3 * 4096, 3 * 4096), pat) << what;
+            memset(mis, 0, pat.size());
+            EXPECT_EQ(blk_queue_preadv(q, size - 3 * 4096, mixed, 5,
+                                       Done::Cb, d.Op(id++)), 0);
+            wait();
+            EXPECT_EQ(memcmp(mis, pat.data(), pat.size()), 0) << what;
+
+            /* crossing the end */
+            struct iovec cross = { mis, 1024 };
+            EXPECT_EQ(blk_queue_preadv(q, size - 512, &cross, 1, Done::Cb,
+                                       d.Op(id)), -EINVAL);
+            EXPECT_EQ(blk_queue_discard(q, size - 512, 1024, Done::Cb,
+                                        d.Op(id)), -EINVAL);
+            EXPECT_EQ(blk_queue_preadv(q, UINT64_MAX, &none, 1, Done::Cb,
+                                       d.Op(id)), -EINVAL);
+
+            /* IOV_MAX + 1 iovecs of 512 bytes */
+            const int many = IOV_MAX + 1;
+            void *abuf = nullptr;
+            ASSERT_EQ(posix_memalign(&abuf, 4096, many * 512), 0);
+            std::vector<uint8_t> big = Pattern(many * 512, 9);
+            memcpy(abuf, big.data(), big.size());
+            std::vector<struct iovec> miov(many);
+            for (int i = 0; i < many; i++) {
+                miov[i] = { (char *)abuf + i * 512, 512 };
+            }
+            EXPECT_EQ(blk_queue_pwritev(q, 65536, miov.data(), many,
+                                        Done::Cb, d.Op(id++)), 0);
+            wait();
+            EXPECT_EQ(img.Read(65536, big.size()), big) << what;
+            memset(abuf, 0, big.size());
+            EXPECT_EQ(blk_queue_preadv(q, 65536, miov.data(), many,
+                                       Done::Cb, d.Op(id++)), 0);
+            wait();
+            EXPECT_EQ(memcmp(abuf, big.data(), big.size()), 0) << what;
+            free(abuf);
+
+            EXPECT_EQ(blk_get_size(blk), size);
+            blk_queue_free(q);
+            blk_unref(blk);
+            block_options_clear(&o);
+            struct stat st;
+            ASSERT_EQ(stat(img.path.c_str(), &st), 0);
+            EXPECT_EQ((uint64_t)st.st_size, size) << what << ": image grew";
+        }
+    }
+}
