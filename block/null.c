@@ -8,6 +8,7 @@
  */
 #include "block-int.h"
 
+#include <stdint.h>
 #include <string.h>
 
 static void complete(BlockRequest *req)
@@ -20,6 +21,16 @@ static void complete(BlockRequest *req)
         }
     }
     blk_req_done(req, 0);
+}
+
+/* When @req is due: start + latency, saturating (latency-ns may be as
+ * large as INT64_MAX). */
+static int64_t due_ns(const BlockRequest *req, uint64_t lat)
+{
+    if (lat > (uint64_t)(INT64_MAX - req->start_ns)) {
+        return INT64_MAX;
+    }
+    return req->start_ns + (int64_t)lat;
 }
 
 static void oneshot_cb(void *opaque)
@@ -36,7 +47,7 @@ static void latency_timer_cb(void *opaque)
 
     /* Take the due requests off the queue and re-arm first: a callback
      * may free @q (and its timer) once the last request has completed. */
-    while (q->lat_head && q->lat_head->start_ns + (int64_t)lat <= now) {
+    while (q->lat_head && due_ns(q->lat_head, lat) <= now) {
         BlockRequest *req = q->lat_head;
         q->lat_head = req->next;
         if (!q->lat_head) {
@@ -47,7 +58,7 @@ static void latency_timer_cb(void *opaque)
         due_tail = &req->next;
     }
     if (q->lat_head) {
-        aio_timer_mod(q->lat_timer, q->lat_head->start_ns + lat);
+        aio_timer_mod(q->lat_timer, due_ns(q->lat_head, lat));
     }
     while (due) {
         BlockRequest *req = due;
@@ -81,7 +92,7 @@ static void null_submit(BlockRequest *req)
         *q->lat_tail = req;
         q->lat_tail = &req->next;
         if (q->lat_head == req) {
-            aio_timer_mod(q->lat_timer, req->start_ns + o->null_latency_ns);
+            aio_timer_mod(q->lat_timer, due_ns(req, o->null_latency_ns));
         }
     } else if (o->driver == BLOCK_DRIVER_NULL_AIO) {
         aio_bh_schedule_oneshot(q->ctx, oneshot_cb, req);

@@ -148,7 +148,8 @@ static int take_cache_mode(GHashTable *kv, const char *opt, BlockOptions *o,
 }
 
 static int take_uint(GHashTable *kv, const char *opt, const char *key,
-                     bool size_suffix, uint64_t *out, GError **errp)
+                     bool size_suffix, uint64_t max, uint64_t *out,
+                     GError **errp)
 {
     g_autofree char *v = take(kv, key);
     guint64 u;
@@ -161,7 +162,7 @@ static int take_uint(GHashTable *kv, const char *opt, const char *key,
         }
         return 0;
     }
-    if (!g_ascii_string_to_unsigned(v, 10, 0, G_MAXUINT64, &u, NULL)) {
+    if (!g_ascii_string_to_unsigned(v, 10, 0, max, &u, NULL)) {
         return bad_value(errp, opt, key, v, "a number");
     }
     *out = u;
@@ -207,9 +208,10 @@ static int take_common(GHashTable *kv, const char *opt, BlockOptions *o,
     if (o->driver != BLOCK_DRIVER_FILE) {
         if ((r = take_bool(kv, opt, "read-zeroes", &o->null_read_zeroes,
                            errp)) < 0 ||
-            (r = take_uint(kv, opt, "latency-ns", false,
+            /* QEMU's limit: latency-ns is an int64 there */
+            (r = take_uint(kv, opt, "latency-ns", false, G_MAXINT64,
                            &o->null_latency_ns, errp)) < 0 ||
-            (r = take_uint(kv, opt, "size", true, &o->null_size,
+            (r = take_uint(kv, opt, "size", true, G_MAXUINT64, &o->null_size,
                            errp)) < 0) {
             return r;
         }

@@ -90,7 +90,8 @@ typedef struct BlockOptions {
     BlockDiscardMode discard;
     BlockLocking locking;
     bool null_read_zeroes;     /* null drivers: reads fill zeroes */
-    uint64_t null_latency_ns;  /* null drivers: completion delay */
+    uint64_t null_latency_ns;  /* null drivers: completion delay (the
+                                  parser caps it at INT64_MAX) */
     uint64_t null_size;        /* null drivers: size in bytes (default 1 GiB) */
     /* -drive if=virtio: create a virtio-blk-pci device for it */
     bool if_virtio;

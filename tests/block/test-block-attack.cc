@@ -409,3 +409,27 @@ TEST_F(BlockAttack, OddShapesEveryMode)
         }
     }
 }
+
+// latency-ns = INT64_MAX: the null driver's deadline (start + latency)
+// overflowed (undefined behaviour; in practice the request completed at
+// once instead of never).
+TEST_F(BlockAttack, HugeNullLatencyDoesNotOverflow)
+{
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    auto body = [&]() {
+        AioContext *c = aio_context_new(nullptr);
+        BlockOptions o = Parse("driver=null-co,if=none,"
+                               "latency-ns=9223372036854775807");
+        BlockBackend *blk = Open(o);
+        BlockQueue *q = blk_queue_new(blk, c, nullptr);
+        Done d;
+        char buf[512];
+        struct iovec iov = { buf, sizeof(buf) };
+        blk_queue_preadv(q, 0, &iov, 1, Done::Cb, d.Op(0));
+        for (int i = 0; i < 20; i++) {
+            aio_poll(c, false);
+        }
+        _exit(d.count == 0 ? 42 : 1);
+    };
+    EXPECT_EXIT(body(), ::testing::ExitedWithCode(42), "");
+}
