@@ -277,6 +277,12 @@ static int parse_drive_kv(GHashTable *kv, BlockOptions *o, GError **errp)
     }
     o->id = take(kv, "id");
     o->filename = take(kv, "file");
+    if (g_hash_table_contains(kv, "readonly") &&
+        g_hash_table_contains(kv, "read-only")) {
+        return shardvm_error_set(errp, -EINVAL, "-drive: 'readonly' and "
+                                 "'read-only' are the same parameter: give "
+                                 "one");
+    }
     if ((r = take_cache_mode(kv, opt, o, errp)) < 0 ||
         (r = take_bool(kv, opt, "readonly", &ro, errp)) < 0 ||
         (r = take_bool(kv, opt, "read-only", &ro, errp)) < 0 ||
@@ -361,6 +367,12 @@ static int json_flatten(GHashTable *kv, const char *prefix, JsonNode *node,
     } else {
         return shardvm_error_set(errp, -EINVAL, "-blockdev: invalid JSON "
                                  "value for '%s'", prefix);
+    }
+    if (g_hash_table_contains(kv, prefix)) {
+        /* {"cache":{"direct":true},"cache.direct":false}: which one? */
+        g_free(val);
+        return shardvm_error_set(errp, -EINVAL, "-blockdev: repeated "
+                                 "parameter '%s'", prefix);
     }
     g_hash_table_insert(kv, g_strdup(prefix), val);
     return 0;

@@ -433,3 +433,74 @@ TEST_F(BlockAttack, HugeNullLatencyDoesNotOverflow)
     };
     EXPECT_EXIT(body(), ::testing::ExitedWithCode(42), "");
 }
+
+// Option abuse: values that parsed but made no sense later.
+TEST(BlockAttackOptions, Abuse)
+{
+    struct {
+        const char *arg;
+        bool json;
+        const char *want; /* nullptr: must parse */
+    } cases[] = {
+        /* QEMU refuses latency-ns above INT64_MAX; the null driver's
+         * deadline arithmetic overflowed with it */
+        { "driver=null-co,node-name=n,latency-ns=9223372036854775808", false,
+          "'latency-ns'" },
+        { "driver=null-co,node-name=n,latency-ns=9223372036854775807", false,
+          nullptr },
+        /* the same key twice, once nested and once dotted */
+        { R"({"driver":"file","node-name":"d","filename":"f",)"
+          R"("cache":{"direct":true},"cache.direct":false})", true,
+          "'cache.direct'" },
+        /* wrong types */
+        { R"({"driver":"null-co","node-name":"n","size":-512})", true,
+          "'size'" },
+        { R"({"driver":"null-co","node-name":"n","size":1.5})", true,
+          "'size'" },
+        { R"({"driver":"null-co","node-name":"n","read-zeroes":null})", true,
+          "'read-zeroes'" },
+        { R"({"driver":["file"],"node-name":"n"})", true, "'driver'" },
+        { R"({"driver":"null-co","node-name":{"x":"y"}})", true,
+          "node-name" },
+        /* escaped commas in a file name */
+        { "driver=file,node-name=n,filename=a,,b,,,,c", false, nullptr },
+        /* empty values */
+        { "driver=file,node-name=n,filename=f,aio=", false, "'aio'" },
+        { "driver=file,node-name=n,filename=f,read-only=", false,
+          "'read-only'" },
+    };
+    for (auto &c : cases) {
+        BlockOptions o{};
+        GError *err = nullptr;
+        int r = block_parse_blockdev(c.arg, &o, &err);
+        if (!c.want) {
+            EXPECT_EQ(r, 0) << c.arg << ": " << (err ? err->message : "");
+        } else {
+            EXPECT_LT(r, 0) << c.arg;
+            EXPECT_TRUE(err && strstr(err->message, c.want))
+                << c.arg << " -> " << (err ? err->message : "(none)");
+        }
+        if (!strcmp(c.arg, "driver=file,node-name=n,filename=a,,b,,,,c")) {
+            EXPECT_STREQ(o.filename, "a,b,,c");
+        }
+        if (err) {
+            g_error_free(err);
+        }
+        block_options_clear(&o);
+    }
+}
+
+// -drive with both spellings of read-only, contradicting each other.
+TEST(BlockAttackOptions, DriveReadonlyTwice)
+{
+    BlockOptions o{};
+    GError *err = nullptr;
+    EXPECT_LT(block_parse_drive("file=f,readonly=on,read-only=off", &o, &err),
+              0);
+    EXPECT_TRUE(err && strstr(err->message, "read-only"))
+        << (err ? err->message : "(none)");
+    if (err) {
+        g_error_free(err);
+    }
+    block_options_clear(&o);
+}
