@@ -59,7 +59,9 @@ static int do_rw(BlockRequest *req, int fd)
             }
             /* past the end of the file: reads see zeroes */
             for (int i = 0; i < n; i++) {
-                memset(iov[i].iov_base, 0, iov[i].iov_len);
+                if (iov[i].iov_len) {
+                    memset(iov[i].iov_base, 0, iov[i].iov_len);
+                }
             }
             req->progress = req->len;
             break;
@@ -116,7 +118,10 @@ static int do_rmw(BlockRequest *req, int fd)
     if (!ret) {
         char *dst = b + (req->user_offset - req->offset);
         for (int i = 0; i < req->user_iovcnt; i++) {
-            memcpy(dst, req->user_iov[i].iov_base, req->user_iov[i].iov_len);
+            if (req->user_iov[i].iov_len) { /* a NULL base is fine then */
+                memcpy(dst, req->user_iov[i].iov_base,
+                       req->user_iov[i].iov_len);
+            }
             dst += req->user_iov[i].iov_len;
         }
         req->type = BLK_REQ_WRITE;

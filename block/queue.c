@@ -212,6 +212,9 @@ static void iov_copy(const struct iovec *iov, int iovcnt, void *buf,
 {
     char *p = buf;
     for (int i = 0; i < iovcnt; i++) {
+        if (!iov[i].iov_len) {
+            continue; /* its base may be NULL: no memcpy(NULL, ..., 0) */
+        }
         if (to_buf) {
             memcpy(p, iov[i].iov_base, iov[i].iov_len);
         } else {
