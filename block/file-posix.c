@@ -137,7 +137,15 @@ static int do_discard(BlockRequest *req, int fd)
     int r;
 
     if (blk->is_blockdev) {
-        uint64_t range[2] = { req->offset, req->len };
+        /* BLKDISCARD takes whole logical blocks only (EINVAL otherwise):
+         * discard is a hint, so drop the partial blocks at either end */
+        uint64_t ss = blk->sector_size > 0 ? blk->sector_size : 512;
+        uint64_t start = (req->offset + ss - 1) / ss * ss;
+        uint64_t end = (req->offset + req->len) / ss * ss;
+        if (start >= end) {
+            return 0;
+        }
+        uint64_t range[2] = { start, end - start };
         r = ioctl(fd, BLKDISCARD, range);
     } else {
         r = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,

@@ -7,6 +7,8 @@
 #include <atomic>
 #include <climits>
 #include <csignal>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -877,4 +879,184 @@ TEST_F(BlockAttack, NullBaseEmptyIovecs)
         blk_unref(blk);
         block_options_clear(&o);
     }
+}
+
+// A disk with 4 KiB logical sectors (a loop device, in a forked child with
+// a private mount namespace; needs root, losetup and mkfs.ext4, skipped
+// otherwise).  On the raw device, an unaligned discard was -EINVAL
+// (BLKDISCARD takes whole sectors; discard is a hint).  On ext4 on it, the
+// read probe said 512 (512-byte O_DIRECT reads work there, writes do not),
+// so unaligned guest writes failed with -EINVAL; and an image whose size is
+// not a multiple of 4096 grew on a write to its last sector.
+static int FourKChild(std::string *why)
+{
+    if (geteuid() != 0 || system("command -v losetup >/dev/null && "
+                                 "command -v mkfs.ext4 >/dev/null") != 0) {
+        *why = "needs root, losetup and mkfs.ext4";
+        return 77;
+    }
+    if (unshare(CLONE_NEWNS) < 0 ||
+        mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) {
+        *why = "unshare/mount";
+        return 77;
+    }
+    char dir[] = "/tmp/shardvm-4k-XXXXXX";
+    if (!mkdtemp(dir)) {
+        return 1;
+    }
+    std::string backing = std::string(dir) + "/disk", mnt = std::string(dir)
+                          + "/mnt";
+    mkdir(mnt.c_str(), 0700);
+    if (truncate(backing.c_str(), 0) < 0 && errno != ENOENT) {
+        return 1;
+    }
+    int bfd = open(backing.c_str(), O_CREAT | O_RDWR, 0600);
+    if (bfd < 0 || ftruncate(bfd, 16 << 20) < 0) {
+        return 1;
+    }
+    close(bfd);
+    std::string cmd = "losetup --find --show --sector-size 4096 " + backing;
+    FILE *p = popen(cmd.c_str(), "r");
+    char dev[64] = "";
+    if (!p || !fgets(dev, sizeof(dev), p) || pclose(p) != 0) {
+        *why = "losetup failed";
+        return 77;
+    }
+    dev[strcspn(dev, "\n")] = 0;
+    int rc = 0;
+    auto fail = [&](const std::string &m) {
+        *why += m + "; ";
+        rc = 1;
+    };
+    AioContext *ctx = aio_context_new(nullptr);
+    auto open_blk = [&](const std::string &arg, std::string *msg) {
+        BlockOptions o{};
+        GError *err = nullptr;
+        BlockBackend *b = nullptr;
+        if (block_parse_drive(arg.c_str(), &o, &err) == 0) {
+            b = blk_open(&o, &err);
+        }
+        *msg = err ? err->message : "";
+        if (err) {
+            g_error_free(err);
+        }
+        block_options_clear(&o);
+        return b;
+    };
+    std::string msg;
+    {
+        /* the raw device: a discard of partial sectors is a no-op, the
+         * whole sectors inside it go */
+        BlockBackend *b = open_blk(std::string("file=") + dev +
+                                   ",cache=none,discard=unmap", &msg);
+        if (!b) {
+            fail("open " + std::string(dev) + ": " + msg);
+        } else {
+            BlockQueue *q = blk_queue_new(b, ctx, nullptr);
+            Done d;
+            blk_queue_discard(q, 100, 1000, Done::Cb, d.Op(0));
+            blk_queue_discard(q, 100, 3 * 4096, Done::Cb, d.Op(1));
+            blk_queue_drain(q);
+            if (d.errors) {
+                fail("discard: " + std::to_string(d.last_err));
+            }
+            blk_queue_free(q);
+            blk_unref(b);
+        }
+    }
+    if (system(("mkfs.ext4 -q -F " + std::string(dev) + " >/dev/null 2>&1")
+                   .c_str()) != 0 ||
+        mount(dev, mnt.c_str(), "ext4", 0, nullptr) < 0) {
+        *why = "mkfs.ext4/mount failed";
+        rc = rc ? rc : 77;
+    } else {
+        std::string img = mnt + "/img", odd = mnt + "/odd";
+        if (truncate(img.c_str(), 0) < 0) {
+            int fd = open(img.c_str(), O_CREAT | O_RDWR, 0600);
+            close(fd);
+        }
+        int fd = open(odd.c_str(), O_CREAT | O_RDWR, 0600);
+        if (ftruncate(fd, 16 * 4096 + 512) < 0) {
+            fail("ftruncate");
+        }
+        close(fd);
+        if (truncate(img.c_str(), 16 * 4096) < 0) {
+            fail("truncate");
+        }
+        for (const char *aio : { "threads", "native", "io_uring" }) {
+            BlockBackend *b = open_blk("file=" + img + ",cache=none,aio=" +
+                                       aio, &msg);
+            if (!b) {
+                fail("open img: " + msg);
+                continue;
+            }
+            if (blk_get_request_alignment(b) != 4096) {
+                fail("alignment " +
+                     std::to_string(blk_get_request_alignment(b)));
+            }
+            BlockQueue *q = blk_queue_new(b, ctx, nullptr);
+            char buf[512];
+            memset(buf, aio[0], sizeof(buf));
+            struct iovec iov = { buf, sizeof(buf) };
+            Done d;
+            blk_queue_pwritev(q, 512, &iov, 1, Done::Cb, d.Op(0));
+            blk_queue_drain(q);
+            memset(buf, 0, sizeof(buf));
+            blk_queue_preadv(q, 512, &iov, 1, Done::Cb, d.Op(1));
+            blk_queue_drain(q);
+            if (d.errors || buf[0] != aio[0] || buf[511] != aio[0]) {
+                fail(std::string(aio) + ": 512-byte write: " +
+                     std::to_string(d.last_err));
+            }
+            blk_queue_free(q);
+            blk_unref(b);
+        }
+        BlockBackend *b = open_blk("file=" + odd + ",cache=none", &msg);
+        if (b) {
+            fail("an image of 16 * 4096 + 512 bytes opened with O_DIRECT");
+            blk_unref(b);
+        } else if (msg.find("multiple of 4096") == std::string::npos) {
+            fail("message: " + msg);
+        }
+        umount(mnt.c_str());
+    }
+    aio_context_unref(ctx);
+    if (system(("losetup -d " + std::string(dev)).c_str()) != 0) {
+        fail("losetup -d");
+    }
+    unlink(backing.c_str());
+    rmdir(mnt.c_str());
+    rmdir(dir);
+    return rc;
+}
+
+TEST_F(BlockAttack, FourKSectorDisk)
+{
+    int pipefd[2];
+    ASSERT_EQ(pipe(pipefd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        std::string why;
+        int rc = FourKChild(&why);
+        if (write(pipefd[1], why.data(), why.size()) < 0) {
+            rc = 1;
+        }
+        _exit(rc);
+    }
+    close(pipefd[1]);
+    std::string why;
+    char b[256];
+    ssize_t n;
+    while ((n = read(pipefd[0], b, sizeof(b))) > 0) {
+        why.append(b, n);
+    }
+    close(pipefd[0]);
+    int st;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT_TRUE(WIFEXITED(st)) << "child killed";
+    if (WEXITSTATUS(st) == 77) {
+        GTEST_SKIP() << why;
+    }
+    EXPECT_EQ(WEXITSTATUS(st), 0) << why;
 }
