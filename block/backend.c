@@ -16,12 +16,17 @@
 
 /*
  * The alignment O_DIRECT needs: a block device says (BLKSSZGET); for a
- * file, try reading 512 and then 4096 bytes into a buffer aligned to just
- * that size (what QEMU's raw_probe_alignment does, in short).
+ * file, the kernel says (statx STATX_DIOALIGN, Linux 6.1+: the larger of
+ * the memory and offset alignments), else try reading 512 and then 4096
+ * bytes into a buffer aligned to just that size (what QEMU's
+ * raw_probe_alignment does, in short).  The read probe alone is not
+ * enough: some file systems take 512-byte O_DIRECT reads on 4 KiB-sector
+ * disks but refuse such writes, and an empty file reads at any alignment.
  */
 static uint32_t probe_alignment(int fd, bool is_blockdev)
 {
     static const uint32_t sizes[] = { 512, 4096 };
+    struct statx stx;
     void *buf;
 
     if (is_blockdev) {
@@ -29,6 +34,11 @@ static uint32_t probe_alignment(int fd, bool is_blockdev)
         if (ioctl(fd, BLKSSZGET, &ssz) == 0 && ssz >= 512) {
             return ssz;
         }
+    } else if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+               (stx.stx_mask & STATX_DIOALIGN) &&
+               stx.stx_dio_offset_align > 0) {
+        return MAX(MAX(stx.stx_dio_offset_align, stx.stx_dio_mem_align),
+                   512u);
     }
     if (posix_memalign(&buf, 8192, 8192 * 2)) {
         return 4096;
@@ -47,7 +57,9 @@ static uint32_t probe_alignment(int fd, bool is_blockdev)
 static int open_file(BlockBackend *blk, GError **errp)
 {
     const BlockOptions *o = &blk->opts;
-    int flags = (o->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    /* O_NONBLOCK: opening a FIFO read-only would wait for a writer; the
+     * type check below refuses it, and clears the flag for an image. */
+    int flags = (o->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK;
     struct stat st;
     int r;
 
@@ -90,6 +102,11 @@ static int open_file(BlockBackend *blk, GError **errp)
         return shardvm_error_set(errp, -EINVAL, "'%s' is neither a regular "
                                  "file nor a block device", o->filename);
     }
+    if (fcntl(blk->fd, F_SETFL, fcntl(blk->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+        r = -errno;
+        return shardvm_error_set(errp, r, "'%s': F_SETFL: %s", o->filename,
+                                 g_strerror(-r));
+    }
     if (blk->size % 512) {
         return shardvm_error_set(errp, -EINVAL, "'%s': size %" G_GUINT64_FORMAT
                                  " is not a multiple of 512", o->filename,
@@ -97,6 +114,19 @@ static int open_file(BlockBackend *blk, GError **errp)
     }
     blk->align = o->cache_direct ? probe_alignment(blk->fd, blk->is_blockdev)
                                  : 1;
+    if (blk->size % blk->align) {
+        /* the read-modify-write of its last block would write past the
+         * end and grow the image */
+        return shardvm_error_set(errp, -EINVAL, "'%s': size %"
+                                 G_GUINT64_FORMAT " is not a multiple of "
+                                 "%u, the O_DIRECT alignment of its file "
+                                 "system (cache=none/directsync); resize it "
+                                 "or use a cache mode without O_DIRECT",
+                                 o->filename, blk->size, blk->align);
+    }
+    if (blk->is_blockdev && ioctl(blk->fd, BLKSSZGET, &blk->sector_size) < 0) {
+        blk->sector_size = 512;
+    }
     return blk_lock_image(blk->fd, o->filename, o->read_only, o->locking,
                           errp);
 }

@@ -93,6 +93,7 @@ struct BlockBackend {
     bool is_blockdev;
     uint64_t size;            /* bytes, immutable */
     uint32_t align;           /* O_DIRECT alignment, 1 without */
+    int sector_size;          /* block device: logical block size */
     atomic_bool writeback;    /* virtio-blk WCE; any thread */
     pthread_mutex_t rmw_lock; /* serialises O_DIRECT read-modify-writes
                                  (pthread, not GMutex: TSan sees it) */

@@ -24,7 +24,13 @@ typedef struct IoUring {
     unsigned unsubmitted;     /* SQEs prepared, not yet submitted */
     BlockRequest *overflow;   /* no SQE was free: waiting for one */
     BlockRequest **overflow_tail;
+    /* reap() runs completion callbacks, which may free the context's last
+     * queue and so this state: freeing waits until reap() returns. */
+    unsigned reaping;
+    bool dead;
 } IoUring;
+
+static void uring_free(IoUring *s);
 
 static void uring_submit_now(IoUring *s, BlockQueue *q);
 static bool uring_prep(IoUring *s, BlockRequest *req);
@@ -33,7 +39,8 @@ static void reap(IoUring *s)
 {
     struct io_uring_cqe *cqe;
 
-    while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
+    s->reaping++;
+    while (!s->dead && io_uring_peek_cqe(&s->ring, &cqe) == 0) {
         BlockRequest *req = io_uring_cqe_get_data(cqe);
         int res = cqe->res;
         io_uring_cqe_seen(&s->ring, cqe);
@@ -48,7 +55,7 @@ static void reap(IoUring *s)
     }
     /* SQEs free again: move what overflowed into the ring */
     BlockQueue *last = NULL;
-    while (s->overflow) {
+    while (!s->dead && s->overflow) {
         BlockRequest *req = s->overflow;
         if (!uring_prep(s, req)) {
             break;
@@ -61,6 +68,9 @@ static void reap(IoUring *s)
     }
     if (last) {
         uring_submit_now(s, last);
+    }
+    if (--s->reaping == 0 && s->dead) {
+        uring_free(s);
     }
 }
 
@@ -114,15 +124,24 @@ static void *uring_create(AioContext *ctx, GError **errp)
     return s;
 }
 
+static void uring_free(IoUring *s)
+{
+    io_uring_queue_exit(&s->ring);
+    event_notifier_cleanup(&s->e);
+    g_free(s);
+}
+
 static void uring_destroy(void *state)
 {
     IoUring *s = state;
 
     g_assert(!s->overflow);
     aio_set_event_notifier(s->ctx, &s->e, NULL, NULL, NULL);
-    io_uring_queue_exit(&s->ring);
-    event_notifier_cleanup(&s->e);
-    g_free(s);
+    if (s->reaping) {
+        s->dead = true; /* from a completion callback: reap() frees it */
+        return;
+    }
+    uring_free(s);
 }
 
 static int uring_attach(BlockQueue *q, GError **errp)

@@ -23,7 +23,13 @@ typedef struct LinuxAio {
     EventNotifier e;
     unsigned in_kernel;     /* iocbs submitted and not reaped */
     GPtrArray *waiting;     /* queues with iocbs refused by -EAGAIN */
+    /* reap() runs completion callbacks, which may free the context's last
+     * queue and so this state: freeing waits until reap() returns. */
+    unsigned reaping;
+    bool dead;
 } LinuxAio;
+
+static void linux_aio_free(LinuxAio *s);
 
 /* The kernel's completion ring header, mapped at the io_context_t address. */
 struct aio_ring_hdr {
@@ -50,9 +56,10 @@ static void reap(LinuxAio *s)
     struct timespec zero = { 0, 0 };
     int n;
 
+    s->reaping++;
     do {
         n = io_getevents(s->io, 0, AIO_REAP_BATCH, events, &zero);
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n && !s->dead; i++) {
             BlockRequest *req = container_of(events[i].obj, BlockRequest,
                                              iocb);
             long res = (long)events[i].res;
@@ -67,12 +74,15 @@ static void reap(LinuxAio *s)
                 blk_threads_submit(req);
             }
         }
-    } while (n == AIO_REAP_BATCH);
+    } while (n == AIO_REAP_BATCH && !s->dead);
 
     /* room again for queues whose io_submit() got -EAGAIN */
-    while (s->waiting->len && s->in_kernel < AIO_MAX_EVENTS) {
+    while (!s->dead && s->waiting->len && s->in_kernel < AIO_MAX_EVENTS) {
         BlockQueue *q = g_ptr_array_steal_index(s->waiting, 0);
         aio_flush_pending(q);
+    }
+    if (--s->reaping == 0 && s->dead) {
+        linux_aio_free(s);
     }
 }
 
@@ -120,16 +130,25 @@ static void *linux_aio_create(AioContext *ctx, GError **errp)
     return s;
 }
 
+static void linux_aio_free(LinuxAio *s)
+{
+    io_destroy(s->io);
+    event_notifier_cleanup(&s->e);
+    g_ptr_array_unref(s->waiting);
+    g_free(s);
+}
+
 static void linux_aio_destroy(void *state)
 {
     LinuxAio *s = state;
 
     g_assert(s->in_kernel == 0);
     aio_set_event_notifier(s->ctx, &s->e, NULL, NULL, NULL);
-    io_destroy(s->io);
-    event_notifier_cleanup(&s->e);
-    g_ptr_array_unref(s->waiting);
-    g_free(s);
+    if (s->reaping) {
+        s->dead = true; /* from a completion callback: reap() frees it */
+        return;
+    }
+    linux_aio_free(s);
 }
 
 static int linux_aio_attach(BlockQueue *q, GError **errp)

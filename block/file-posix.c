@@ -59,7 +59,9 @@ static int do_rw(BlockRequest *req, int fd)
             }
             /* past the end of the file: reads see zeroes */
             for (int i = 0; i < n; i++) {
-                memset(iov[i].iov_base, 0, iov[i].iov_len);
+                if (iov[i].iov_len) {
+                    memset(iov[i].iov_base, 0, iov[i].iov_len);
+                }
             }
             req->progress = req->len;
             break;
@@ -116,7 +118,10 @@ static int do_rmw(BlockRequest *req, int fd)
     if (!ret) {
         char *dst = b + (req->user_offset - req->offset);
         for (int i = 0; i < req->user_iovcnt; i++) {
-            memcpy(dst, req->user_iov[i].iov_base, req->user_iov[i].iov_len);
+            if (req->user_iov[i].iov_len) { /* a NULL base is fine then */
+                memcpy(dst, req->user_iov[i].iov_base,
+                       req->user_iov[i].iov_len);
+            }
             dst += req->user_iov[i].iov_len;
         }
         req->type = BLK_REQ_WRITE;
@@ -132,7 +137,15 @@ static int do_discard(BlockRequest *req, int fd)
     int r;
 
     if (blk->is_blockdev) {
-        uint64_t range[2] = { req->offset, req->len };
+        /* BLKDISCARD takes whole logical blocks only (EINVAL otherwise):
+         * discard is a hint, so drop the partial blocks at either end */
+        uint64_t ss = blk->sector_size > 0 ? blk->sector_size : 512;
+        uint64_t start = (req->offset + ss - 1) / ss * ss;
+        uint64_t end = (req->offset + req->len) / ss * ss;
+        if (start >= end) {
+            return 0;
+        }
+        uint64_t range[2] = { start, end - start };
         r = ioctl(fd, BLKDISCARD, range);
     } else {
         r = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,

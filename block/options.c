@@ -148,7 +148,8 @@ static int take_cache_mode(GHashTable *kv, const char *opt, BlockOptions *o,
 }
 
 static int take_uint(GHashTable *kv, const char *opt, const char *key,
-                     bool size_suffix, uint64_t *out, GError **errp)
+                     bool size_suffix, uint64_t max, uint64_t *out,
+                     GError **errp)
 {
     g_autofree char *v = take(kv, key);
     guint64 u;
@@ -161,7 +162,7 @@ static int take_uint(GHashTable *kv, const char *opt, const char *key,
         }
         return 0;
     }
-    if (!g_ascii_string_to_unsigned(v, 10, 0, G_MAXUINT64, &u, NULL)) {
+    if (!g_ascii_string_to_unsigned(v, 10, 0, max, &u, NULL)) {
         return bad_value(errp, opt, key, v, "a number");
     }
     *out = u;
@@ -207,9 +208,10 @@ static int take_common(GHashTable *kv, const char *opt, BlockOptions *o,
     if (o->driver != BLOCK_DRIVER_FILE) {
         if ((r = take_bool(kv, opt, "read-zeroes", &o->null_read_zeroes,
                            errp)) < 0 ||
-            (r = take_uint(kv, opt, "latency-ns", false,
+            /* QEMU's limit: latency-ns is an int64 there */
+            (r = take_uint(kv, opt, "latency-ns", false, G_MAXINT64,
                            &o->null_latency_ns, errp)) < 0 ||
-            (r = take_uint(kv, opt, "size", true, &o->null_size,
+            (r = take_uint(kv, opt, "size", true, G_MAXUINT64, &o->null_size,
                            errp)) < 0) {
             return r;
         }
@@ -275,6 +277,12 @@ static int parse_drive_kv(GHashTable *kv, BlockOptions *o, GError **errp)
     }
     o->id = take(kv, "id");
     o->filename = take(kv, "file");
+    if (g_hash_table_contains(kv, "readonly") &&
+        g_hash_table_contains(kv, "read-only")) {
+        return shardvm_error_set(errp, -EINVAL, "-drive: 'readonly' and "
+                                 "'read-only' are the same parameter: give "
+                                 "one");
+    }
     if ((r = take_cache_mode(kv, opt, o, errp)) < 0 ||
         (r = take_bool(kv, opt, "readonly", &ro, errp)) < 0 ||
         (r = take_bool(kv, opt, "read-only", &ro, errp)) < 0 ||
@@ -359,6 +367,12 @@ static int json_flatten(GHashTable *kv, const char *prefix, JsonNode *node,
     } else {
         return shardvm_error_set(errp, -EINVAL, "-blockdev: invalid JSON "
                                  "value for '%s'", prefix);
+    }
+    if (g_hash_table_contains(kv, prefix)) {
+        /* {"cache":{"direct":true},"cache.direct":false}: which one? */
+        g_free(val);
+        return shardvm_error_set(errp, -EINVAL, "-blockdev: repeated "
+                                 "parameter '%s'", prefix);
     }
     g_hash_table_insert(kv, g_strdup(prefix), val);
     return 0;

@@ -7,6 +7,7 @@
 #include "shardvm/error.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,20 @@ static const BlockDriverOps *driver_ops(const BlockOptions *o)
 
 static void done_bh_cb(void *opaque);
 
+/* Completion callbacks running on this thread (blk_req_done). */
+static __thread unsigned in_completion_cb;
+
+/* The queue API belongs to the home thread of the queue's context: from
+ * anywhere else it would race on every field of @q.  A caller bug, so
+ * loud. */
+static inline void assert_home(const BlockQueue *q, const char *fn)
+{
+    if (G_UNLIKELY(!aio_context_in_home_thread(q->ctx))) {
+        g_error("%s: called outside the home thread of the queue's "
+                "AioContext", fn);
+    }
+}
+
 BlockQueue *blk_queue_new(BlockBackend *blk, AioContext *ctx, GError **errp)
 {
     BlockQueue *q = g_new0(BlockQueue, 1);
@@ -66,6 +81,7 @@ void blk_queue_free(BlockQueue *q)
     if (!q) {
         return;
     }
+    assert_home(q, __func__);
     if (q->in_flight) {
         g_error("blk_queue_free: %u requests in flight (drain first)",
                 q->in_flight);
@@ -106,11 +122,13 @@ unsigned blk_queue_in_flight(const BlockQueue *q)
 
 void blk_queue_plug(BlockQueue *q)
 {
+    assert_home(q, __func__);
     q->plugged++;
 }
 
 void blk_queue_unplug(BlockQueue *q)
 {
+    assert_home(q, __func__);
     g_assert(q->plugged > 0);
     if (--q->plugged == 0 && q->ops->unplug) {
         q->ops->unplug(q);
@@ -119,7 +137,19 @@ void blk_queue_unplug(BlockQueue *q)
 
 void blk_queue_drain(BlockQueue *q)
 {
-    g_assert(aio_context_in_home_thread(q->ctx));
+    assert_home(q, __func__);
+    if (in_completion_cb) {
+        /* The completions batched behind the running callback (a BH's
+         * list, a reaped event array, a thread-pool batch) cannot run
+         * until it returns: the drain would sleep forever. */
+        g_error("blk_queue_drain: called from a completion callback "
+                "(forbidden: it would never return)");
+    }
+    if (q->plugged && q->ops->unplug) {
+        /* what a plug holds back would never complete: submit it now (the
+         * queue stays plugged for later submissions) */
+        q->ops->unplug(q);
+    }
     while (q->in_flight) {
         aio_poll(q->ctx, true);
     }
@@ -158,13 +188,22 @@ static bool iov_aligned(const struct iovec *iov, int iovcnt, uint32_t align)
     return true;
 }
 
-static uint64_t iov_size(const struct iovec *iov, int iovcnt)
+/* The bytes @iov holds; -EINVAL for a negative count or a sum that does
+ * not fit in 64 bits (it would wrap to a small, valid-looking length). */
+static int iov_size(const struct iovec *iov, int iovcnt, uint64_t *out)
 {
     uint64_t n = 0;
+    if (iovcnt < 0) {
+        return -EINVAL;
+    }
     for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > UINT64_MAX - n) {
+            return -EINVAL;
+        }
         n += iov[i].iov_len;
     }
-    return n;
+    *out = n;
+    return 0;
 }
 
 /* Copy between a flat buffer and an iovec. */
@@ -173,6 +212,9 @@ static void iov_copy(const struct iovec *iov, int iovcnt, void *buf,
 {
     char *p = buf;
     for (int i = 0; i < iovcnt; i++) {
+        if (!iov[i].iov_len) {
+            continue; /* its base may be NULL: no memcpy(NULL, ..., 0) */
+        }
         if (to_buf) {
             memcpy(p, iov[i].iov_base, iov[i].iov_len);
         } else {
@@ -183,10 +225,12 @@ static void iov_copy(const struct iovec *iov, int iovcnt, void *buf,
 }
 
 /*
- * O_DIRECT: give @req an aligned bounce buffer when the caller's memory,
- * offset or length is unaligned.  Reads read the aligned range around the
- * caller's and copy out at completion; writes with aligned offset/length
- * copy in now; unaligned writes become read-modify-writes on a worker.
+ * Give @req an aligned bounce buffer when O_DIRECT needs one (the caller's
+ * memory, offset or length is unaligned) or when the vector has more than
+ * IOV_MAX elements (preadv, libaio and io_uring all refuse those with
+ * EINVAL).  Reads read the aligned range around the caller's and copy out
+ * at completion; writes with aligned offset/length copy in now; unaligned
+ * writes become read-modify-writes on a worker.
  */
 static int req_setup_bounce(BlockRequest *req)
 {
@@ -195,10 +239,12 @@ static int req_setup_bounce(BlockRequest *req)
     uint64_t end = (req->offset + req->len + a - 1) & ~(uint64_t)(a - 1);
     bool range_ok = start == req->offset && end == req->offset + req->len;
 
-    if (a <= 1 || (range_ok && iov_aligned(req->iov, req->iovcnt, a))) {
+    if (req->iovcnt <= IOV_MAX &&
+        (a <= 1 || (range_ok && iov_aligned(req->iov, req->iovcnt, a)))) {
         return 0;
     }
-    if (posix_memalign(&req->bounce, a, end - start)) {
+    if (posix_memalign(&req->bounce, MAX(a, sizeof(void *)),
+                       MAX(end - start, 1))) {
         return -ENOMEM;
     }
     req->bounce_iov.iov_base = req->bounce;
@@ -235,6 +281,9 @@ static void dispatch(BlockRequest *req)
     } else if (req->type == BLK_REQ_DISCARD &&
                q->blk->opts.discard == BLOCK_DISCARD_IGNORE) {
         blk_req_complete_later(req, 0);
+    } else if ((req->type == BLK_REQ_DISCARD ||
+                req->type == BLK_REQ_ZEROES) && req->len == 0) {
+        blk_req_complete_later(req, 0);     /* fallocate() says EINVAL */
     } else if (req->rmw && q->ops != &blk_drv_null) {
         blk_threads_submit(req);
     } else {
@@ -249,6 +298,7 @@ static int submit(BlockQueue *q, BlockReqType type, uint64_t offset,
     BlockRequest *req;
     int r;
 
+    assert_home(q, "blk_queue_submit");
     if (type != BLK_REQ_READ && type != BLK_REQ_FLUSH &&
         q->blk->opts.read_only) {
         return -EROFS;
@@ -376,7 +426,9 @@ void blk_req_done(BlockRequest *req, int ret)
         epoch->writes--;
         epochs_advance(q);
     }
+    in_completion_cb++;
     cb(opaque, ret);
+    in_completion_cb--;
 }
 
 static void done_bh_cb(void *opaque)
@@ -410,15 +462,19 @@ void blk_req_complete_later(BlockRequest *req, int ret)
 int blk_queue_preadv(BlockQueue *q, uint64_t offset, const struct iovec *iov,
                      int iovcnt, BlockCompletionFunc *cb, void *opaque)
 {
-    return submit(q, BLK_REQ_READ, offset, iov_size(iov, iovcnt), iov, iovcnt,
-                  false, cb, opaque);
+    uint64_t len;
+    int r = iov_size(iov, iovcnt, &len);
+    return r < 0 ? r : submit(q, BLK_REQ_READ, offset, len, iov, iovcnt,
+                              false, cb, opaque);
 }
 
 int blk_queue_pwritev(BlockQueue *q, uint64_t offset, const struct iovec *iov,
                       int iovcnt, BlockCompletionFunc *cb, void *opaque)
 {
-    return submit(q, BLK_REQ_WRITE, offset, iov_size(iov, iovcnt), iov,
-                  iovcnt, false, cb, opaque);
+    uint64_t len;
+    int r = iov_size(iov, iovcnt, &len);
+    return r < 0 ? r : submit(q, BLK_REQ_WRITE, offset, len, iov, iovcnt,
+                              false, cb, opaque);
 }
 
 int blk_queue_flush(BlockQueue *q, BlockCompletionFunc *cb, void *opaque)

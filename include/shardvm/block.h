@@ -90,7 +90,8 @@ typedef struct BlockOptions {
     BlockDiscardMode discard;
     BlockLocking locking;
     bool null_read_zeroes;     /* null drivers: reads fill zeroes */
-    uint64_t null_latency_ns;  /* null drivers: completion delay */
+    uint64_t null_latency_ns;  /* null drivers: completion delay (the
+                                  parser caps it at INT64_MAX) */
     uint64_t null_size;        /* null drivers: size in bytes (default 1 GiB) */
     /* -drive if=virtio: create a virtio-blk-pci device for it */
     bool if_virtio;
@@ -168,9 +169,12 @@ AioContext *blk_queue_get_context(const BlockQueue *q);
 BlockBackend *blk_queue_get_backend(const BlockQueue *q);
 
 /*
- * Requests.  Home thread of @q's context.  @offset and lengths are bytes.
+ * Requests.  Home thread of @q's context (checked: from another thread
+ * they abort with a message, as do free, plug, unplug and drain).  @offset
+ * and lengths are bytes.
  * Immediate errors (the callback is then NOT called): -EINVAL (range past
- * the end of the image or overflowing), -EROFS (write/discard/zeroes on a
+ * the end of the image or overflowing, a negative iovcnt, iovec lengths
+ * whose sum overflows), -EROFS (write/discard/zeroes on a
  * read-only backend), -ENOMEM.  Unaligned buffers/offsets under O_DIRECT
  * are not an error: they go through an aligned bounce buffer.
  */
@@ -204,8 +208,11 @@ unsigned blk_queue_in_flight(const BlockQueue *q);
 
 /*
  * blk_queue_drain: run the context's loop (aio_poll) until nothing is in
- * flight on @q; completions run their callbacks meanwhile.  Home thread;
- * not from inside one of @q's completion callbacks.
+ * flight on @q; completions run their callbacks meanwhile.  A plugged
+ * queue's held-back submissions go to the kernel first (the plug stays,
+ * for later submissions).  Home thread; never from inside a completion
+ * callback (any queue's: the completions batched behind it could not run;
+ * it aborts with a message rather than hang).
  */
 void blk_queue_drain(BlockQueue *q);
 
