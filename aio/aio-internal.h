@@ -87,6 +87,9 @@ struct AioContext {
      * only one that polls.  Written by aio_context_set_home_thread()
      * before that thread polls. */
     _Atomic(void *) home;
+    /* A lock whose holder may act as the home thread (the BQL for the
+     * main loop's context); NULL for none.  Set once, any thread. */
+    _Atomic(AioHomeLockHeldFunc *) home_lock_held;
 
     int epollfd;
     EventNotifier notifier; /* aio_notify() target, in epoll as NULL data */
@@ -195,6 +198,14 @@ int64_t aio_compute_timeout_ns(AioContext *ctx);
 
 /* thread-pool.c: frees the context's pool at context finalisation. */
 void thread_pool_free(struct ThreadPool *pool);
+
+/*
+ * aio_context_in_home_thread_strict: the calling thread IS the home thread
+ * (not merely the holder of the home lock).  Decisions that skip a wake-up
+ * use this one: the real home thread may be asleep in epoll while a lock
+ * holder works on the context, and must still be woken.
+ */
+bool aio_context_in_home_thread_strict(AioContext *ctx);
 
 static inline void aio_assert_home(AioContext *ctx)
 {

@@ -209,7 +209,7 @@ static void set_handler(AioContext *ctx, int fd, AioHandler *new_h)
     }
     pthread_mutex_unlock(&ctx->list_lock);
     /* Let the poller see a new poll handler or free the old one. */
-    if (!aio_context_in_home_thread(ctx)) {
+    if (!aio_context_in_home_thread_strict(ctx)) {
         aio_notify(ctx);
     }
 }
@@ -270,7 +270,7 @@ void aio_set_fd_poll_notify(AioContext *ctx, int fd,
     /* Bring it in line with a poll phase that may be running. */
     atomic_store(&ctx->poll_resync, true);
     pthread_mutex_unlock(&ctx->list_lock);
-    if (!aio_context_in_home_thread(ctx)) {
+    if (!aio_context_in_home_thread_strict(ctx)) {
         aio_notify(ctx);
     }
 }

@@ -153,9 +153,24 @@ void aio_context_set_home_thread(AioContext *ctx)
     current_ctx = ctx;
 }
 
-bool aio_context_in_home_thread(AioContext *ctx)
+bool aio_context_in_home_thread_strict(AioContext *ctx)
 {
     return atomic_load_explicit(&ctx->home, memory_order_relaxed) == &home_token;
+}
+
+bool aio_context_in_home_thread(AioContext *ctx)
+{
+    if (aio_context_in_home_thread_strict(ctx)) {
+        return true;
+    }
+    AioHomeLockHeldFunc *held = atomic_load_explicit(&ctx->home_lock_held,
+                                                     memory_order_acquire);
+    return held && held();
+}
+
+void aio_context_set_home_lock(AioContext *ctx, AioHomeLockHeldFunc *held)
+{
+    atomic_store_explicit(&ctx->home_lock_held, held, memory_order_release);
 }
 
 AioContext *aio_get_current_context(void)
@@ -349,7 +364,7 @@ static int bh_push(AioBH *bh, unsigned flags)
      * next pass finds the BH when it computes the timeout.  Everyone else
      * must wake it.
      */
-    if (!aio_context_in_home_thread(ctx)) {
+    if (!aio_context_in_home_thread_strict(ctx)) {
         aio_notify(ctx);
     }
     return 0;
@@ -383,7 +398,7 @@ static int bh_enqueue(AioBH *bh, unsigned new_flags)
          * aio_bh_timeout_ns(), as bh_push() pairs with the list loads.
          */
         if ((new_flags & BH_SCHEDULED) && !(old & BH_SCHEDULED) &&
-            !aio_context_in_home_thread(ctx)) {
+            !aio_context_in_home_thread_strict(ctx)) {
             aio_notify(ctx);
         }
         return 0;

@@ -157,7 +157,7 @@ static int timer_request(AioTimer *t, int64_t req)
 
 int aio_timer_mod(AioTimer *t, int64_t expire_ns)
 {
-    if (!aio_context_in_home_thread(t->ctx)) {
+    if (!aio_context_in_home_thread_strict(t->ctx)) {
         return timer_request(t, expire_ns < 0 ? 0 : expire_ns);
     }
     /* A request still in flight from another thread is older than this. */
@@ -168,7 +168,7 @@ int aio_timer_mod(AioTimer *t, int64_t expire_ns)
 
 int aio_timer_del(AioTimer *t)
 {
-    if (!aio_context_in_home_thread(t->ctx)) {
+    if (!aio_context_in_home_thread_strict(t->ctx)) {
         return timer_request(t, TIMER_REQ_DEL);
     }
     atomic_store_explicit(&t->remote_req, TIMER_REQ_NONE, memory_order_relaxed);

@@ -92,6 +92,14 @@ int main_loop_init(bool force_signal_compat, GError **errp)
     }
     aio_set_fd_handler(ml.fd_ctx, ml.wakeup.fd, ml_wakeup_read, NULL, NULL,
                        NULL, NULL);
+    /*
+     * The BQL holder may act as the main context's home thread (QEMU's
+     * rule): a vCPU thread that holds the BQL (a device register write)
+     * can start, stop and drain a device served by the main loop without
+     * waiting for the main loop, which itself needs the BQL.  Sound
+     * because this thread touches ml.ctx only with the BQL held.
+     */
+    aio_context_set_home_lock(ml.ctx, bql_locked);
 
     ml.gctx = g_main_context_ref(g_main_context_default());
     ml.saved_poll = g_main_context_get_poll_func(ml.gctx);

@@ -4,7 +4,9 @@
 #include "shardvm/machine.h"
 #include "shardvm/chardev.h"
 #include "shardvm/debug-exit.h"
+#include "shardvm/block.h"
 #include "shardvm/device.h"
+#include "shardvm/virtio.h"
 #include "shardvm/error.h"
 #include "shardvm/iothread.h"
 #include "shardvm/machine-event.h"
@@ -32,6 +34,8 @@ struct Machine {
     GPtrArray *iothreads;    /* IOThread *, in command-line order */
     PCIBus *pci;             /* bus 0, always there (host bridge 00.0) */
     GArray *devices;         /* MachineDevice, in command-line order */
+    GPtrArray *drives;       /* BlockBackend *, -drive/-blockdev order */
+    GuestMemory *guest_memory; /* RAM map for virtio (RCU-published) */
 
     /* The first of debug-exit, vCPU stop and host stop: one atomic word,
      * written by vCPU threads and the main loop (first writer wins). */
@@ -174,11 +178,52 @@ static IOThread *machine_find_iothread(void *opaque, const char *id)
     return NULL;
 }
 
-/* Drives come with -drive/-blockdev (the block layer); none yet. */
 static BlockBackend *machine_find_drive(void *opaque, const char *id)
 {
+    Machine *m = opaque;
+    for (guint i = 0; i < m->drives->len; i++) {
+        BlockBackend *blk = g_ptr_array_index(m->drives, i);
+        if (!strcmp(blk_get_id(blk), id)) {
+            return blk;
+        }
+    }
     return NULL;
 }
+
+/* Every -drive / -blockdev, opened in command-line order (main thread). */
+static int machine_open_drives(Machine *m, const ShardvmOptions *o,
+                               GError **errp)
+{
+    for (guint i = 0; o->drives && i < o->drives->len; i++) {
+        BlockBackend *blk = blk_open(g_ptr_array_index(o->drives, i), errp);
+        if (!blk) {
+            return -EINVAL;
+        }
+        g_ptr_array_add(m->drives, blk);
+    }
+    return 0;
+}
+
+/* The guest RAM map that DMA-capable devices read through (RCU). */
+static GuestMemory *machine_guest_memory(VM *vm)
+{
+    uint64_t ram = vm_get_ram_size(vm);
+    uint64_t low = MIN(ram, VM_LOWMEM_MAX);
+    GuestMemoryRange r[2] = {
+        { 0, low, vm_gpa_to_hva(vm, 0, low) },
+        { 1ull << 32, ram - low, NULL },
+    };
+    if (ram > low) {
+        r[1].hva = vm_gpa_to_hva(vm, 1ull << 32, ram - low);
+    }
+    return guest_memory_new(r, ram > low ? 2 : 1);
+}
+
+/* The device list of one machine: -device entries, then a virtio-blk-pci
+ * for each -drive if=virtio (as QEMU does), in command-line order. */
+static int machine_create_device(Machine *m, const DeviceHost *host,
+                                 const char *driver, GHashTable *src,
+                                 GError **errp);
 
 /*
  * Bus 0 with BAR windows around the VM's RAM (include/shardvm/pci.h),
@@ -200,48 +245,71 @@ static int machine_add_pci(Machine *m, const ShardvmOptions *o,
     if (!m->pci) {
         return -EINVAL;
     }
+    m->guest_memory = machine_guest_memory(m->vm);
     DeviceHost host = {
         .vm = m->vm,
         .pci = m->pci,
         .find_iothread = machine_find_iothread,
         .find_drive = machine_find_drive,
         .opaque = m,
+        .guest_memory = m->guest_memory,
     };
     for (guint i = 0; i < o->devices->len; i++) {
         DeviceOption *d = g_ptr_array_index(o->devices, i);
-        const DeviceType *t = device_type_find(d->driver);
-        if (!t || !t->create) {
-            return shardvm_error_set(errp, -ENOTSUP, "-device: '%s' is not "
-                                     "built into this shardvm", d->driver);
+        if (machine_create_device(m, &host, d->driver, d->props, errp) < 0) {
+            return -EINVAL;
         }
-        /* The constructor takes out what it uses: work on a copy. */
+    }
+    for (guint i = 0; o->drives && i < o->drives->len; i++) {
+        BlockOptions *b = g_ptr_array_index(o->drives, i);
+        if (!b->if_virtio) {
+            continue;
+        }
         GHashTable *props = g_hash_table_new_full(g_str_hash, g_str_equal,
                                                   g_free, g_free);
-        GHashTableIter it;
-        gpointer k, v;
-        g_hash_table_iter_init(&it, d->props);
-        while (g_hash_table_iter_next(&it, &k, &v)) {
-            g_hash_table_insert(props, g_strdup(k), g_strdup(v));
-        }
-        MachineDevice md = { t, t->create(&host, props, errp) };
-        int r = 0;
-        if (md.dev) {
-            g_array_append_val(m->devices, md);
-            g_hash_table_iter_init(&it, props);
-            if (g_hash_table_iter_next(&it, &k, NULL)) {
-                r = shardvm_error_set(errp, -EINVAL, "-device %s: unknown "
-                                      "property '%s'", d->driver,
-                                      (char *)k);
-            }
-        } else {
-            r = -EINVAL;
-        }
+        g_hash_table_insert(props, g_strdup("drive"), g_strdup(b->id));
+        int r = machine_create_device(m, &host, "virtio-blk-pci", props,
+                                      errp);
         g_hash_table_unref(props);
         if (r < 0) {
             return r;
         }
     }
     return 0;
+}
+
+static int machine_create_device(Machine *m, const DeviceHost *host,
+                                 const char *driver, GHashTable *src,
+                                 GError **errp)
+{
+    const DeviceType *t = device_type_find(driver);
+    if (!t || !t->create) {
+        return shardvm_error_set(errp, -ENOTSUP, "-device: '%s' is not "
+                                 "built into this shardvm", driver);
+    }
+    /* The constructor takes out what it uses: work on a copy. */
+    GHashTable *props = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                              g_free, g_free);
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, src);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        g_hash_table_insert(props, g_strdup(k), g_strdup(v));
+    }
+    MachineDevice md = { t, t->create(host, props, errp) };
+    int r = 0;
+    if (md.dev) {
+        g_array_append_val(m->devices, md);
+        g_hash_table_iter_init(&it, props);
+        if (g_hash_table_iter_next(&it, &k, NULL)) {
+            r = shardvm_error_set(errp, -EINVAL, "-device %s: unknown "
+                                  "property '%s'", driver, (char *)k);
+        }
+    } else {
+        r = -EINVAL;
+    }
+    g_hash_table_unref(props);
+    return r;
 }
 
 /* ---- stop requests ----------------------------------------------------- */
@@ -352,6 +420,7 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
     m->devices = g_array_new(FALSE, FALSE, sizeof(MachineDevice));
     m->start_paused = o->start_paused;
     m->name = g_strdup(o->name);
+    m->drives = g_ptr_array_new_with_free_func((GDestroyNotify)blk_unref);
 
     if (!o->kernel) {
         shardvm_error_set(errp, -EINVAL, "no -kernel given: shardvm boots a "
@@ -407,8 +476,9 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
         }
         g_ptr_array_add(m->iothreads, iot);
     }
-    /* After the IOThreads: devices look them up by id. */
-    if (machine_add_pci(m, o, errp) < 0) {
+    /* After the IOThreads: devices look them and the drives up by id. */
+    if (machine_open_drives(m, o, errp) < 0 ||
+        machine_add_pci(m, o, errp) < 0) {
         goto fail;
     }
     if (machine_startup_interrupted(errp) ||
@@ -468,6 +538,12 @@ void machine_free(Machine *m)
     }
     g_array_free(m->devices, TRUE);
     pci_bus_free(m->pci);
+    /* After the devices (their queues held references) and before the
+     * IOThreads (a backend's per-context state goes with its queues). */
+    g_ptr_array_free(m->drives, TRUE);
+    if (m->guest_memory) {
+        guest_memory_free(m->guest_memory);
+    }
     for (guint i = m->iothreads->len; i > 0; i--) {
         iothread_free(g_ptr_array_index(m->iothreads, i - 1));
     }
@@ -516,7 +592,8 @@ static int machine_qmp_cont(void *opaque, GError **errp)
         }
         m->started = true;
         if (m->serial) {
-            chardev_set_input(m->chardev, machine_serial_input, m);
+            chardev_set_input(m->chardev, machine_serial_can_read,
+                              machine_serial_input, m);
         }
         return 1;
     }

@@ -7,6 +7,7 @@
  * the table and report any key left over, so a typo is always an error.
  */
 #include "shardvm/options.h"
+#include "shardvm/block.h"
 #include "shardvm/device.h"
 #include "shardvm/error.h"
 #include "shardvm/monitor.h"
@@ -510,6 +511,67 @@ static int opt_device(ShardvmOptions *o, const char *opt, const char *arg,
     return r;
 }
 
+/* -drive / -blockdev: parsed by the block layer (block_parse_*); an id is
+ * required (QEMU invents one for if=virtio drives; shardvm names them
+ * drive0, drive1, ... likewise).  Ids must be unique. */
+static int add_drive(ShardvmOptions *o, const char *opt, BlockOptions *b,
+                     GError **errp)
+{
+    if (!b->id) {
+        if (!b->if_virtio) {
+            block_options_clear(b);
+            g_free(b);
+            return invalid(errp, opt, "%s", !strcmp(opt, "drive") ?
+                           "id= is required with if=none" :
+                           "node-name= is required");
+        }
+        b->id = g_strdup_printf("drive%u", o->drives->len);
+    }
+    for (guint i = 0; i < o->drives->len; i++) {
+        BlockOptions *other = g_ptr_array_index(o->drives, i);
+        if (!strcmp(other->id, b->id)) {
+            int r = invalid(errp, opt, "duplicate id '%s'", b->id);
+            block_options_clear(b);
+            g_free(b);
+            return r;
+        }
+    }
+    g_ptr_array_add(o->drives, b);
+    return 0;
+}
+
+static int opt_drive(ShardvmOptions *o, const char *opt, const char *arg,
+                     GError **errp)
+{
+    BlockOptions *b = g_new0(BlockOptions, 1);
+    int r = block_parse_drive(arg, b, errp);
+    if (r < 0) {
+        block_options_clear(b);
+        g_free(b);
+        return r;
+    }
+    return add_drive(o, opt, b, errp);
+}
+
+static int opt_blockdev(ShardvmOptions *o, const char *opt, const char *arg,
+                        GError **errp)
+{
+    BlockOptions *b = g_new0(BlockOptions, 1);
+    int r = block_parse_blockdev(arg, b, errp);
+    if (r < 0) {
+        block_options_clear(b);
+        g_free(b);
+        return r;
+    }
+    return add_drive(o, opt, b, errp);
+}
+
+static void drive_free(void *p)
+{
+    block_options_clear(p);
+    g_free(p);
+}
+
 /* -object iothread,id=ID[,poll-max-ns=..,poll-grow=..,...] */
 static int object_iothread(ShardvmOptions *o, const char *opt,
                            GHashTable *kv, GError **errp)
@@ -715,6 +777,12 @@ static const OptionDesc options[] = {
     { "device", true, opt_device,
       "-device virtio-blk-pci,drive=ID[,iothread=ID,num-queues=N,...] "
       "or -device '{\"driver\":\"virtio-blk-pci\",...}'" },
+    { "drive", true, opt_drive,
+      "-drive file=PATH,format=raw,if=none|virtio,id=ID[,cache=..,aio=..,"
+      "readonly=on|off,discard=ignore|unmap,locking=..]" },
+    { "blockdev", true, opt_blockdev,
+      "-blockdev driver=file|null-co|null-aio,node-name=ID[,filename=..,"
+      "cache.direct=..,cache.no-flush=..,aio=..]" },
     { "object", true, opt_object,
       "-object iothread,id=ID[,poll-max-ns=N,poll-grow=N,poll-shrink=N,"
       "aio-max-batch=N,thread-pool-min=N,thread-pool-max=N]" },
@@ -771,6 +839,7 @@ int options_parse(int argc, char **argv, ShardvmOptions *o, GError **errp)
     o->iothreads = g_array_new(FALSE, TRUE, sizeof(IOThreadOption));
     o->devices = g_ptr_array_new_with_free_func(
         (GDestroyNotify)device_option_free);
+    o->drives = g_ptr_array_new_with_free_func(drive_free);
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -826,6 +895,9 @@ void options_clear(ShardvmOptions *o)
     }
     if (o->devices) {
         g_ptr_array_unref(o->devices);
+    }
+    if (o->drives) {
+        g_ptr_array_unref(o->drives);
     }
     memset(o, 0, sizeof(*o));
 }

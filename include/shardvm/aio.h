@@ -104,8 +104,27 @@ void aio_context_unref(AioContext *ctx);
  */
 void aio_context_set_home_thread(AioContext *ctx);
 
-/* aio_context_in_home_thread: true when the caller is @ctx's home thread. */
+/*
+ * aio_context_in_home_thread: true when the caller is @ctx's home thread,
+ * or holds @ctx's home lock (aio_context_set_home_lock()).  Any thread.
+ */
 bool aio_context_in_home_thread(AioContext *ctx);
+
+/* True when the calling thread holds the lock (e.g. bql_locked). */
+typedef bool AioHomeLockHeldFunc(void);
+
+/*
+ * aio_context_set_home_lock: the holder of a lock may act as @ctx's home
+ * thread: poll it (aio_poll), run aio_context_run_sync() inline, pass the
+ * home-thread checks of the layers above.  This is QEMU's rule for the
+ * main loop's context and the BQL, and it is only sound when the home
+ * thread itself touches the context only while holding that same lock
+ * (the main loop holds the BQL except inside its blocking poll, where it
+ * only waits in the kernel).  Wake-ups are never skipped for a lock
+ * holder: the real home thread may be asleep.  Set once, before other
+ * threads use @ctx.
+ */
+void aio_context_set_home_lock(AioContext *ctx, AioHomeLockHeldFunc *held);
 
 /*
  * aio_get_current_context: the context the caller last made its own with

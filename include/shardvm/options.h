@@ -48,6 +48,8 @@ typedef struct ShardvmOptions {
     uint16_t debug_exit_iobase;
     uint16_t debug_exit_iosize;
     GArray *iothreads;   /* IOThreadOption, in command-line order */
+    GPtrArray *drives;   /* BlockOptions * (block.h): -drive and -blockdev,
+                          * in command-line order, ids unique */
     GPtrArray *devices;  /* DeviceOption * (device.h): -device other than
                           * isa-debug-exit, in command-line order */
     /* ---- the monitor and process options (QMP, issue 12) ---- */
