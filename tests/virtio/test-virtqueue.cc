@@ -685,6 +685,89 @@ TEST_F(VirtqueueTest, ElementsComeFromPoolOnceWarm)
     event_notifier_test_and_clear(virtqueue_get_host_notifier(R().vq));
 }
 
+// ------------------------------------------------------------------
+// Attacks (a hostile guest)
+
+// A driver cannot have more than queue-size chains outstanding; a guest that
+// republishes a head still in flight would grow the device's in-flight
+// state (elements, block requests) without bound.  It breaks the device.
+TEST_F(VirtqueueTest, MoreHeadsInFlightThanQueueSizeBreaksDevice)
+{
+    Start();
+    R().SetDesc(0, g.alloc(8), 8, VRING_DESC_F_WRITE, 0);
+    std::vector<VirtQueueElement *> held;
+    for (int i = 0; i < 8; i++) {
+        R().Publish(0);
+        VirtQueueElement *e = virtqueue_pop(R().vq);
+        ASSERT_NE(e, nullptr) << i;
+        held.push_back(e);
+    }
+    EXPECT_FALSE(virtio_get_status(&d.vdev) & VIRTIO_STATUS_NEEDS_RESET);
+    R().Publish(0);  // the ninth head while eight are in flight
+    VirtQueueElement *e = virtqueue_pop(R().vq);
+    EXPECT_EQ(e, nullptr) << "more heads in flight than the queue has";
+    if (e) {
+        held.push_back(e);
+    }
+    EXPECT_TRUE(virtio_get_status(&d.vdev) & VIRTIO_STATUS_NEEDS_RESET);
+    EXPECT_EQ(virtqueue_in_flight(R().vq), 8u);
+    for (VirtQueueElement *x : held) {
+        virtqueue_detach_element(R().vq, x);
+    }
+    event_notifier_test_and_clear(virtqueue_get_host_notifier(R().vq));
+}
+
+// Ranges that end exactly at 2^64 still may not overlap the next one.
+TEST(GuestMemory, OverlapWithRangeEndingAt2Pow64IsRefused)
+{
+    shardvm_rcu_init();
+    static uint8_t a[64], b[64];
+    GuestMemoryRange r[2] = {{UINT64_MAX - 0xfff, 0x1000, a}, {UINT64_MAX - 0xf, 0x10, b}};
+    GuestMemory *gm = guest_memory_new(r, 2);
+    EXPECT_EQ(gm, nullptr);
+    guest_memory_free(gm);
+}
+
+// The guest writes a queue's MSI-X vector at any time (vCPU thread, under
+// vdev->lock) while the queue's IOThread interrupts through it: no data
+// race (TSan).
+void VectorNotify(void *opaque, VirtQueue *vq)
+{
+    auto *c = static_cast<NotifyCounter *>(opaque);
+    if (vq) {
+        (void)virtqueue_get_vector(vq);
+        c->queue.fetch_add(1);
+    } else {
+        c->config.fetch_add(1);
+    }
+}
+const VirtIOTransportOps kVectorTransport = {VectorNotify};
+
+TEST_F(VirtqueueTest, VectorRewrittenWhileIOThreadInterrupts)
+{
+    IOThread *iot = iothread_new("vq-vec", nullptr, nullptr);
+    ASSERT_NE(iot, nullptr);
+    aio_context_unref(d.ctx);
+    d.ctx = iothread_get_aio_context(iot);
+    aio_context_ref(d.ctx);
+    d.vdev.transport_ops = &kVectorTransport;
+    Start();
+    for (int i = 0; i < 50; i++) {
+        R().AddChain({{g.alloc(8), 8, true}});
+        event_notifier_set(virtqueue_get_host_notifier(R().vq));
+        g_mutex_lock(&d.vdev.lock);
+        virtqueue_set_vector(R().vq, uint16_t(i & 3));
+        g_mutex_unlock(&d.vdev.lock);
+        gint64 until = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;  // hang guard
+        while (R().UsedIdx() != uint16_t(i + 1) && g_get_monotonic_time() < until) {
+            sched_yield();
+        }
+        ASSERT_EQ(R().UsedIdx(), uint16_t(i + 1));
+    }
+    DriverReset(&d.vdev);
+    iothread_free(iot);
+}
+
 #ifndef NDEBUG
 TEST_F(VirtqueueTest, PopFromForeignThreadAsserts)
 {
