@@ -742,6 +742,37 @@ TEST_F(VirtqueueTest, IndicesWrapWithEventIdx)
     EXPECT_EQ(d.popped, unsigned(batches * 8));
 }
 
+// virtio-blk's reset drains inside a run_sync BH: a blocking aio_poll()
+// nested in a BH must run the BHs queued behind it in the same batch
+// (here: the completion the drain waits for), not sleep.
+TEST(AioNested, BlockingPollInBhRunsBhsQueuedBehindIt)
+{
+    AioContext *ctx = aio_context_new(nullptr);
+    static bool completed;
+    completed = false;
+    std::atomic<bool> done{false};
+    std::thread watchdog([&] {  // hang guard only
+        for (int i = 0; i < 2000 && !done; i++) {
+            g_usleep(10000);
+        }
+        if (!done) {
+            fprintf(stderr, "nested aio_poll slept with a BH ready behind it\n");
+            _exit(1);
+        }
+    });
+    aio_bh_schedule_oneshot(ctx, [](void *c) {
+        while (!completed) {
+            aio_poll(static_cast<AioContext *>(c), true);
+        }
+    }, ctx);
+    aio_bh_schedule_oneshot(ctx, [](void *) { completed = true; }, nullptr);
+    aio_poll(ctx, true);
+    EXPECT_TRUE(completed);
+    done = true;
+    watchdog.join();
+    aio_context_unref(ctx);
+}
+
 // Ranges that end exactly at 2^64 still may not overlap the next one.
 TEST(GuestMemory, OverlapWithRangeEndingAt2Pow64IsRefused)
 {
