@@ -88,13 +88,16 @@ static int parse_mapping_entry(JsonNode *node, VirtIOBlockVqMapping *m,
     JsonObject *o;
     const char *id;
 
-    if (!JSON_NODE_HOLDS_OBJECT(node)) {
+    if (!node || !JSON_NODE_HOLDS_OBJECT(node)) {
         return shardvm_error_set(errp, -EINVAL,
                                  "virtio-blk: iothread-vq-mapping: entries are objects");
     }
     o = json_node_get_object(node);
-    id = json_object_has_member(o, "iothread") ?
-         json_object_get_string_member_with_default(o, "iothread", NULL) : NULL;
+    /* Look at the node's type before asking for a string: json-glib's
+     * typed getters g_critical() on a node of another shape. */
+    JsonNode *in = json_object_get_member(o, "iothread");
+    id = in && JSON_NODE_HOLDS_VALUE(in) &&
+         json_node_get_value_type(in) == G_TYPE_STRING ? json_node_get_string(in) : NULL;
     if (!id) {
         return shardvm_error_set(errp, -EINVAL,
                                  "virtio-blk: iothread-vq-mapping: entry without \"iothread\"");
@@ -104,7 +107,7 @@ static int parse_mapping_entry(JsonNode *node, VirtIOBlockVqMapping *m,
         return 0;
     }
     JsonNode *vn = json_object_get_member(o, "vqs");
-    if (!JSON_NODE_HOLDS_ARRAY(vn)) {
+    if (!vn || !JSON_NODE_HOLDS_ARRAY(vn)) {
         return shardvm_error_set(errp, -EINVAL,
                                  "virtio-blk: iothread-vq-mapping: \"vqs\" is a list");
     }
@@ -115,7 +118,7 @@ static int parse_mapping_entry(JsonNode *node, VirtIOBlockVqMapping *m,
     for (unsigned i = 0; i < m->nr_vqs; i++) {
         JsonNode *e = json_array_get_element(a, i);
 
-        if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_INT64 ||
+        if (!e || !JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_INT64 ||
             json_node_get_int(e) < 0 || json_node_get_int(e) >= VBLK_MAX_QUEUES) {
             return shardvm_error_set(errp, -EINVAL,
                                      "virtio-blk: iothread-vq-mapping: bad vq number");
@@ -138,7 +141,8 @@ static int parse_mapping(const char *text, VirtIOBlockConfig *cfg, GError **errp
         g_error_free(jerr);
         goto out;
     }
-    if (!JSON_NODE_HOLDS_ARRAY(json_parser_get_root(p)) ||
+    /* An empty text parses to no root at all. */
+    if (!json_parser_get_root(p) || !JSON_NODE_HOLDS_ARRAY(json_parser_get_root(p)) ||
         json_array_get_length(json_node_get_array(json_parser_get_root(p))) == 0) {
         ret = shardvm_error_set(errp, -EINVAL,
                                 "virtio-blk: iothread-vq-mapping: a non-empty list");
@@ -195,7 +199,7 @@ int virtio_blk_parse_props(GHashTable *props, VirtIOBlockConfig *cfg,
 {
     static const char *const bools[] = { "discard", "write-zeroes" };
     char *v;
-    uint64_t n;
+    uint64_t n = 0;
     int ret = 0;
 
     virtio_blk_config_init(cfg);

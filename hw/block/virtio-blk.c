@@ -46,6 +46,8 @@ struct VirtIOBlock {
     char serial[VIRTIO_BLK_ID_BYTES];
     BlockBackend *blk;
     uint64_t capacity_bytes; /* immutable: image size rounded to 512 */
+    bool wce_configured;     /* immutable: the drive's cache mode, restored
+                              * at every stop (reset) */
     VirtIOBlockQueue *queues;
 };
 
@@ -213,6 +215,9 @@ static int vblk_discard_wz(VirtIOBlockReq *r, uint32_t type,
         num > (wz ? VBLK_MAX_WZ_SECTORS : VBLK_MAX_DISCARD_SECTORS) ||
         !vblk_range_ok(s, sector, (uint64_t)num * 512)) {
         return VIRTIO_BLK_S_IOERR;
+    }
+    if (num == 0) {
+        return VIRTIO_BLK_S_OK; /* nothing to do (drivers reject empty ranges) */
     }
     int ret = wz ? blk_queue_write_zeroes(r->q->bq, sector * 512, (uint64_t)num * 512,
                                           flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
@@ -383,6 +388,10 @@ static void vblk_stop(VirtIODevice *vdev)
         virtqueue_detach(q->vq);
         q->started = false;
     }
+    /* What a driver did to the cache (write-through without FLUSH, a
+     * CONFIG_WCE write) ends with it: the next one starts from the
+     * drive's mode. */
+    blk_set_write_cache(s->blk, s->wce_configured);
 }
 
 static int vblk_start(VirtIODevice *vdev)
@@ -534,6 +543,7 @@ VirtIOBlock *virtio_blk_new(const VirtIOBlockConfig *cfg, BlockBackend *blk,
     blk_ref(blk);
     s->blk = blk;
     s->capacity_bytes = blk_get_size(blk);
+    s->wce_configured = blk_get_write_cache(blk);
 
     s->vdev.name = "virtio-blk";
     s->vdev.device_id = VIRTIO_ID_BLOCK;

@@ -39,8 +39,10 @@ static GuestMemoryTable *table_new(const GuestMemoryRange *ranges, unsigned nr)
     for (unsigned i = 0; i < nr; i++) {
         const GuestMemoryRange *r = &t->r[i];
 
+        /* Overlap as a difference: the previous range may end exactly at
+         * 2^64, where gpa + size wraps to 0. */
         if (r->size == 0 || !r->hva || r->gpa + r->size - 1 < r->gpa ||
-            (i > 0 && t->r[i - 1].gpa + t->r[i - 1].size > r->gpa)) {
+            (i > 0 && r->gpa - t->r[i - 1].gpa < t->r[i - 1].size)) {
             g_free(t);
             return NULL;
         }

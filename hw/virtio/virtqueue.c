@@ -35,7 +35,8 @@ struct VirtQueue {
      * orders them). */
     uint16_t size;
     bool enabled;
-    uint16_t vector;
+    uint16_t vector;              /* atomic: the guest rewrites it while
+                                   * the context interrupts through it */
     uint64_t desc_gpa, avail_gpa, used_gpa;
 
     /* Set by virtqueue_attach()/detach() before/after the context uses
@@ -312,6 +313,14 @@ VirtQueueElement *virtqueue_pop(VirtQueue *vq)
     vq_assert_home(vq);
     rcu_read_lock();
     if (!vq_map(vq, &r) || !vq_avail_pending(vq, &r)) {
+        goto out;
+    }
+    if (vq->inuse >= r.n) {
+        /* A driver has at most queue-size chains outstanding; more means
+         * it republished heads still in flight, which would grow the
+         * device's in-flight state without bound. */
+        virtio_error(vq->vdev, "queue %u: more than %u chains in flight",
+                     vq->index, r.n);
         goto out;
     }
     /* The entry is read after the idx (acquire above). */
@@ -620,7 +629,7 @@ void virtqueue_reset(VirtQueue *vq)
     assert(!vq->ctx && vq->inuse == 0);
     vq->size = vq->max_size;
     vq->enabled = false;
-    vq->vector = VIRTIO_NO_VECTOR;
+    virtqueue_set_vector(vq, VIRTIO_NO_VECTOR);
     vq->desc_gpa = vq->avail_gpa = vq->used_gpa = 0;
     vq->last_avail = vq->shadow_avail = 0;
     vq->used_idx = vq->pending_used = 0;
@@ -678,12 +687,12 @@ void virtqueue_set_enabled(VirtQueue *vq, bool enabled)
 
 uint16_t virtqueue_get_vector(const VirtQueue *vq)
 {
-    return vq->vector;
+    return __atomic_load_n(&vq->vector, __ATOMIC_RELAXED);
 }
 
 void virtqueue_set_vector(VirtQueue *vq, uint16_t vector)
 {
-    vq->vector = vector;
+    __atomic_store_n(&vq->vector, vector, __ATOMIC_RELAXED);
 }
 
 unsigned virtqueue_get_index(const VirtQueue *vq)

@@ -265,7 +265,9 @@ void virtqueue_get_addrs(const VirtQueue *vq, uint64_t *desc,
                          uint64_t *avail, uint64_t *used);
 bool virtqueue_is_enabled(const VirtQueue *vq);
 void virtqueue_set_enabled(VirtQueue *vq, bool enabled);
-uint16_t virtqueue_get_vector(const VirtQueue *vq);   /* MSI-X vector */
+/* The queue's MSI-X vector: atomic, so the transport's notify may read it
+ * on any thread while the guest rewrites it. */
+uint16_t virtqueue_get_vector(const VirtQueue *vq);
 void virtqueue_set_vector(VirtQueue *vq, uint16_t vector);
 unsigned virtqueue_get_index(const VirtQueue *vq);
 /* The EventNotifier the transport binds to the queue's notify address
@@ -289,7 +291,7 @@ AioContext *virtqueue_get_context(const VirtQueue *vq);
 /*
  * virtqueue_pop: the next available chain, validated; NULL when the ring
  * is empty or the queue is broken (virtio_error() was called for a bad
- * chain).  At most queue-size heads per pass.  The element is g_malloc'ed
+ * chain, or for a head beyond queue-size chains in flight).  The element is g_malloc'ed
  * or from the queue's pool; give it back with virtqueue_push().
  */
 VirtQueueElement *virtqueue_pop(VirtQueue *vq);

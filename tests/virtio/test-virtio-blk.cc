@@ -7,11 +7,15 @@
 #include "virtio-test.h"
 
 #include "shardvm/iothread.h"
+#include "shardvm/main-loop.h"
 #include "shardvm/virtio-blk.h"
 
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 using namespace vtest;
 
@@ -387,6 +391,124 @@ TEST_F(VirtioBlkTest, ResetWithRequestsInFlightDrains)
 }
 
 // ------------------------------------------------------------------
+// Attacks
+
+// A driver without VIRTIO_BLK_F_FLUSH gets a write-through cache, and a
+// guest may turn the cache off through CONFIG_WCE; neither may outlive a
+// reset (the next driver, e.g. after a reboot, starts from the configured
+// cache mode).
+TEST_F(VirtioBlkTest, WriteCacheModeRestoredAtReset)
+{
+    blk = nullptr;
+    Create(1, 1, false, 0);
+    ASSERT_TRUE(blk->wce.load());
+    // Reboot into a driver that does not negotiate FLUSH.
+    DriverInit(vdev, &g, rings, vdev->host_features & ~(1ULL << VIRTIO_BLK_F_FLUSH), 64);
+    DriverOk(vdev);
+    EXPECT_FALSE(blk->wce.load()) << "write-through without FLUSH";
+    DriverReset(vdev);
+    EXPECT_TRUE(blk->wce.load()) << "configured mode back after reset";
+    // A driver with FLUSH that turns the cache off, then a reset.
+    DriverInit(vdev, &g, rings, vdev->host_features, 64);
+    DriverOk(vdev);
+    uint8_t zero = 0;
+    g_mutex_lock(&vdev->lock);
+    vdev->ops->write_config(vdev, VIRTIO_BLK_CFG_WRITEBACK, &zero, 1);
+    g_mutex_unlock(&vdev->lock);
+    EXPECT_FALSE(blk->wce.load());
+    DriverReset(vdev);
+    EXPECT_TRUE(blk->wce.load());
+}
+
+// A request with 0 sectors to discard / write zeroes is a no-op that
+// succeeds, whatever the block driver makes of an empty range.
+TEST_F(VirtioBlkTest, ZeroSectorDiscardAndWriteZeroesSucceed)
+{
+    Create(1, 1);
+    for (uint32_t type : {VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES}) {
+        uint64_t seg = g.alloc(16);
+        uint64_t v[2] = {8, 0};  // sector 8, 0 sectors, flags 0
+        memcpy(g.hva(seg), v, 16);
+        int before = blk->discards.load() + blk->submitted.load();
+        EXPECT_EQ(Do(type, 0, {{seg, 16, false}}), VIRTIO_BLK_S_OK);
+        EXPECT_EQ(blk->discards.load() + blk->submitted.load(), before)
+            << "nothing reaches the block layer";
+    }
+}
+
+// The device without an IOThread serves its queues in the main loop
+// under the BQL; the guest's status writes come from a vCPU thread that
+// holds the BQL (NEEDS_BQL MMIO).  DRIVER_OK and reset must not wait for
+// the main loop while holding the BQL it needs.
+TEST(VirtioBlkMainLoop, DISABLED_StatusWritesFromVcpuThreadDoNotDeadlock)
+{
+    shardvm_rcu_init();
+    ASSERT_EQ(main_loop_init(false, nullptr), 0);  // we hold the BQL now
+    Guest g;
+    VirtIOBlockConfig cfg;
+    virtio_blk_config_init(&cfg);
+    BlockBackend *blk = fake_blk_new(kDiskSize, false);
+    cfg.num_queues = 1;
+    AioContext *ctx = main_loop_get_aio_context();
+    VirtIOBlock *s = virtio_blk_new(&cfg, blk, &ctx, g.mem, nullptr);
+    ASSERT_NE(s, nullptr);
+    VirtIODevice *vdev = virtio_blk_get_vdev(s);
+    NotifyCounter notes;
+    vdev->transport_ops = &kCountingTransport;
+    vdev->transport = &notes;
+    std::vector<Ring> rings;
+
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread watchdog([&] {  // hang guard only: a deadlock never returns
+        std::unique_lock<std::mutex> l(m);
+        if (!cv.wait_for(l, std::chrono::seconds(20), [&] { return done; })) {
+            fprintf(stderr, "deadlock: vCPU status write waits for the main loop\n");
+            _exit(1);
+        }
+    });
+    std::atomic<bool> vcpu_done{false};
+    std::thread vcpu([&] {
+        bql_lock();
+        DriverInit(vdev, &g, rings, vdev->host_features, 64);
+        DriverOk(vdev);
+        DriverReset(vdev);
+        DriverInit(vdev, &g, rings, vdev->host_features, 64);
+        DriverOk(vdev);
+        bql_unlock();
+        vcpu_done = true;
+        aio_notify(ctx);
+    });
+    while (!vcpu_done) {
+        main_loop_wait(false);
+    }
+    vcpu.join();
+    // The queue works, served by the main loop.
+    Ring &r = rings[0];
+    uint64_t st = g.alloc(1), id = g.alloc(20), h = g.alloc(16);
+    Req hdr = {VIRTIO_BLK_T_GET_ID, 0, 0};
+    memcpy(g.hva(h), &hdr, 16);
+    r.AddChain({{h, 16, false}, {id, 20, true}, {st, 1, true}});
+    event_notifier_set(virtqueue_get_host_notifier(r.vq));
+    while (r.UsedIdx() != 1) {
+        main_loop_wait(false);
+    }
+    EXPECT_EQ(*static_cast<uint8_t *>(g.hva(st)), VIRTIO_BLK_S_OK);
+    {
+        std::lock_guard<std::mutex> l(m);
+        done = true;
+    }
+    cv.notify_all();
+    watchdog.join();
+    DriverReset(vdev);
+    virtio_blk_free(s);
+    blk_unref(blk);
+    virtio_blk_config_clear(&cfg);
+    main_loop_cleanup();
+}
+
+// ------------------------------------------------------------------
 // Properties
 
 GHashTable *Props(std::initializer_list<std::pair<const char *, const char *>> kv)
@@ -492,6 +614,37 @@ TEST(VirtioBlkProps, Errors)
         {{"drive", "d"}, {"iothread-vq-mapping", "[]"}},
         {{"drive", "d"}, {"iothread-vq-mapping", "{"}},
         {{"drive", "d"}, {"iothread-vq-mapping", "[{\"vqs\":[0]}]"}},
+        // JSON of the wrong shape: refused, never a g_critical (fatal here)
+        {{"drive", "d"}, {"iothread-vq-mapping", ""}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "null"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "{}"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[1]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[[]]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[null]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":{}}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":[\"a\"]}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":null}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":7}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":\"a\",\"vqs\":\"0\"}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":\"a\",\"vqs\":null}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":\"a\",\"vqs\":[0.5]}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":\"a\",\"vqs\":[true]}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":\"a\",\"vqs\":[null]}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":\"a\",\"vqs\":[[0]]}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":\"a\",\"vqs\":[-1]}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping",
+                          "[{\"iothread\":\"a\",\"vqs\":[99999999999999999999]}]"}},
+        {{"drive", "d"}, {"iothread-vq-mapping", "[{\"iothread\":\"a\"}] trailing"}},
+        {{"drive", "d"}, {"num-queues", "-1"}},
+        {{"drive", "d"}, {"num-queues", "1025"}},
+        {{"drive", "d"}, {"num-queues", ""}},
+        {{"drive", "d"}, {"queue-size", "0"}},
+        {{"drive", "d"}, {"queue-size", "3"}},
+        {{"drive", "d"}, {"queue-size", "1025"}},
+        {{"drive", "d"}, {"queue-size", "32768"}},
+        {{"drive", "d"}, {"logical_block_size", "3"}},
+        {{"drive", "d"}, {"logical_block_size", "1048576"}},
+        {{"drive", "d"}, {"physical_block_size", "256"}},
     };
     for (auto &kv : bad) {
         GHashTable *h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);

@@ -685,6 +685,145 @@ TEST_F(VirtqueueTest, ElementsComeFromPoolOnceWarm)
     event_notifier_test_and_clear(virtqueue_get_host_notifier(R().vq));
 }
 
+// ------------------------------------------------------------------
+// Attacks (a hostile guest)
+
+// A driver cannot have more than queue-size chains outstanding; a guest that
+// republishes a head still in flight would grow the device's in-flight
+// state (elements, block requests) without bound.  It breaks the device.
+TEST_F(VirtqueueTest, MoreHeadsInFlightThanQueueSizeBreaksDevice)
+{
+    Start();
+    R().SetDesc(0, g.alloc(8), 8, VRING_DESC_F_WRITE, 0);
+    std::vector<VirtQueueElement *> held;
+    for (int i = 0; i < 8; i++) {
+        R().Publish(0);
+        VirtQueueElement *e = virtqueue_pop(R().vq);
+        ASSERT_NE(e, nullptr) << i;
+        held.push_back(e);
+    }
+    EXPECT_FALSE(virtio_get_status(&d.vdev) & VIRTIO_STATUS_NEEDS_RESET);
+    R().Publish(0);  // the ninth head while eight are in flight
+    VirtQueueElement *e = virtqueue_pop(R().vq);
+    EXPECT_EQ(e, nullptr) << "more heads in flight than the queue has";
+    if (e) {
+        held.push_back(e);
+    }
+    EXPECT_TRUE(virtio_get_status(&d.vdev) & VIRTIO_STATUS_NEEDS_RESET);
+    EXPECT_EQ(virtqueue_in_flight(R().vq), 8u);
+    for (VirtQueueElement *x : held) {
+        virtqueue_detach_element(R().vq, x);
+    }
+    event_notifier_test_and_clear(virtqueue_get_host_notifier(R().vq));
+}
+
+// The 16-bit avail and used indices wrap (65535 -> 0) under EVENT_IDX:
+// nothing is lost and the guest is interrupted exactly when its
+// used_event asks (once per batch here).
+TEST_F(VirtqueueTest, IndicesWrapWithEventIdx)
+{
+    Start(kFEvent);
+    uint64_t buf = g.alloc(8);
+    const int batches = 70000 / 8 + 1;
+    int before = notes.queue.load();
+    for (int b = 0; b < batches; b++) {
+        // Interrupt me when the device moves past what I have seen.
+        R().SetUsedEvent(R().UsedIdx());
+        for (int i = 0; i < 8; i++) {
+            R().SetDesc(i, buf, 8, VRING_DESC_F_WRITE, 0);
+            R().Publish(uint16_t(i));
+        }
+        event_notifier_set(virtqueue_get_host_notifier(R().vq));
+        aio_poll(d.ctx, false);
+        ASSERT_EQ(R().UsedIdx(), uint16_t((b + 1) * 8)) << "batch " << b;
+        ASSERT_FALSE(virtio_get_status(&d.vdev) & VIRTIO_STATUS_NEEDS_RESET);
+    }
+    EXPECT_EQ(notes.queue.load() - before, batches);
+    EXPECT_EQ(d.popped, unsigned(batches * 8));
+}
+
+// virtio-blk's reset drains inside a run_sync BH: a blocking aio_poll()
+// nested in a BH must run the BHs queued behind it in the same batch
+// (here: the completion the drain waits for), not sleep.
+TEST(AioNested, BlockingPollInBhRunsBhsQueuedBehindIt)
+{
+    AioContext *ctx = aio_context_new(nullptr);
+    static bool completed;
+    completed = false;
+    std::atomic<bool> done{false};
+    std::thread watchdog([&] {  // hang guard only
+        for (int i = 0; i < 2000 && !done; i++) {
+            g_usleep(10000);
+        }
+        if (!done) {
+            fprintf(stderr, "nested aio_poll slept with a BH ready behind it\n");
+            _exit(1);
+        }
+    });
+    aio_bh_schedule_oneshot(ctx, [](void *c) {
+        while (!completed) {
+            aio_poll(static_cast<AioContext *>(c), true);
+        }
+    }, ctx);
+    aio_bh_schedule_oneshot(ctx, [](void *) { completed = true; }, nullptr);
+    aio_poll(ctx, true);
+    EXPECT_TRUE(completed);
+    done = true;
+    watchdog.join();
+    aio_context_unref(ctx);
+}
+
+// Ranges that end exactly at 2^64 still may not overlap the next one.
+TEST(GuestMemory, OverlapWithRangeEndingAt2Pow64IsRefused)
+{
+    shardvm_rcu_init();
+    static uint8_t a[64], b[64];
+    GuestMemoryRange r[2] = {{UINT64_MAX - 0xfff, 0x1000, a}, {UINT64_MAX - 0xf, 0x10, b}};
+    GuestMemory *gm = guest_memory_new(r, 2);
+    EXPECT_EQ(gm, nullptr);
+    guest_memory_free(gm);
+}
+
+// The guest writes a queue's MSI-X vector at any time (vCPU thread, under
+// vdev->lock) while the queue's IOThread interrupts through it: no data
+// race (TSan).
+void VectorNotify(void *opaque, VirtQueue *vq)
+{
+    auto *c = static_cast<NotifyCounter *>(opaque);
+    if (vq) {
+        (void)virtqueue_get_vector(vq);
+        c->queue.fetch_add(1);
+    } else {
+        c->config.fetch_add(1);
+    }
+}
+const VirtIOTransportOps kVectorTransport = {VectorNotify};
+
+TEST_F(VirtqueueTest, VectorRewrittenWhileIOThreadInterrupts)
+{
+    IOThread *iot = iothread_new("vq-vec", nullptr, nullptr);
+    ASSERT_NE(iot, nullptr);
+    aio_context_unref(d.ctx);
+    d.ctx = iothread_get_aio_context(iot);
+    aio_context_ref(d.ctx);
+    d.vdev.transport_ops = &kVectorTransport;
+    Start();
+    for (int i = 0; i < 50; i++) {
+        R().AddChain({{g.alloc(8), 8, true}});
+        event_notifier_set(virtqueue_get_host_notifier(R().vq));
+        g_mutex_lock(&d.vdev.lock);
+        virtqueue_set_vector(R().vq, uint16_t(i & 3));
+        g_mutex_unlock(&d.vdev.lock);
+        gint64 until = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;  // hang guard
+        while (R().UsedIdx() != uint16_t(i + 1) && g_get_monotonic_time() < until) {
+            sched_yield();
+        }
+        ASSERT_EQ(R().UsedIdx(), uint16_t(i + 1));
+    }
+    DriverReset(&d.vdev);
+    iothread_free(iot);
+}
+
 #ifndef NDEBUG
 TEST_F(VirtqueueTest, PopFromForeignThreadAsserts)
 {
