@@ -568,14 +568,6 @@ int64_t aio_bh_timeout_ns(AioContext *ctx)
     if (bh == BH_LIST_CLOSED) {
         return -1;
     }
-    /* A nested aio_poll() from a BH: the rest of the outer slices is
-     * work too (a drain inside a BH waits for completions queued behind
-     * it).  Slices are the home thread's, as are our callers. */
-    for (BHSlice *s = ctx->bh_slices; s; s = s->next) {
-        if (s->head) {
-            return 0;
-        }
-    }
     /* Nodes behind the head never change until the home thread (us)
      * takes the list. */
     for (; bh; bh = atomic_load_explicit(&bh->next, memory_order_relaxed)) {

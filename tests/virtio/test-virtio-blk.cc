@@ -440,7 +440,7 @@ TEST_F(VirtioBlkTest, ZeroSectorDiscardAndWriteZeroesSucceed)
 // under the BQL; the guest's status writes come from a vCPU thread that
 // holds the BQL (NEEDS_BQL MMIO).  DRIVER_OK and reset must not wait for
 // the main loop while holding the BQL it needs.
-TEST(VirtioBlkMainLoop, DISABLED_StatusWritesFromVcpuThreadDoNotDeadlock)
+TEST(VirtioBlkMainLoop, StatusWritesFromVcpuThreadDoNotDeadlock)
 {
     shardvm_rcu_init();
     ASSERT_EQ(main_loop_init(false, nullptr), 0);  // we hold the BQL now
