@@ -443,6 +443,10 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
         machine_startup_interrupted(errp)) {
         goto fail;
     }
+    /* The images too (missing file, lock held by another VMM, ...). */
+    if (machine_open_drives(m, o, errp) < 0) {
+        goto fail;
+    }
 
     VMConfig cfg = {
         .ram_size = o->ram_size,
@@ -477,8 +481,7 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
         g_ptr_array_add(m->iothreads, iot);
     }
     /* After the IOThreads: devices look them and the drives up by id. */
-    if (machine_open_drives(m, o, errp) < 0 ||
-        machine_add_pci(m, o, errp) < 0) {
+    if (machine_add_pci(m, o, errp) < 0) {
         goto fail;
     }
     if (machine_startup_interrupted(errp) ||
