@@ -402,3 +402,31 @@ TEST_F(DevPath, ConstructorErrorsNameTheProblem)
 }
 
 }  // namespace
+
+namespace {
+
+// QEMU refuses a second device on one backend ("Drive 'd0' is already in
+// use"): two virtio-blk devices on one image would each keep their own
+// write cache state and queues.  Once the first device is gone, the drive
+// is free again.
+TEST_F(DevPath, DriveUsedTwiceIsRefused)
+{
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    void *second = Create("virtio-blk-pci,drive=d0,iothread=io0", &err);
+    EXPECT_EQ(second, nullptr);
+    if (second) {
+        virtio_blk_pci_destroy(second);
+    }
+    ASSERT_NE(err, nullptr);
+    EXPECT_NE(std::string(err->message).find("already in use"),
+              std::string::npos) << err->message;
+    g_clear_error(&err);
+    virtio_blk_pci_destroy(dev_);
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,num-queues=2", &err);
+    EXPECT_NE(dev_, nullptr) << (err ? err->message : "");
+    g_clear_error(&err);
+}
+
+}  // namespace
