@@ -365,6 +365,8 @@ TEST_F(DevPath, MainLoopDeviceDrivenFromAVcpuThread)
                   VIRTIO_BLK_S_OK);
         SetMmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1, 0);
         done = true;
+        // The main loop may sleep with no timeout: wake it to see done.
+        aio_notify(main_loop_get_aio_context());
     });
     // The main loop (BQL held except while it polls), for at most 20 s.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
