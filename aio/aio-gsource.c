@@ -16,6 +16,7 @@ typedef struct AioSource {
     GSource source;
     AioContext *ctx; /* one reference, dropped in finalize */
     gpointer fd_tag;
+    gpointer home_tag; /* ctx->home_notifier, NULL without a home lock */
 } AioSource;
 
 static gboolean aio_source_prepare(GSource *source, gint *timeout)
@@ -48,6 +49,11 @@ static gboolean aio_source_check(GSource *source)
 
     atomic_fetch_and_explicit(&ctx->notify_me, ~1u, memory_order_release);
     aio_notify_accept(ctx);
+    if (as->home_tag && (g_source_query_unix_fd(source, as->home_tag) & G_IO_IN)) {
+        /* A lock holder polled meanwhile: the next prepare sees what it
+         * left (see AioContext.home_notifier). */
+        event_notifier_test_and_clear(&ctx->home_notifier);
+    }
     if (g_source_query_unix_fd(source, as->fd_tag) & G_IO_IN) {
         return TRUE;
     }
@@ -81,6 +87,10 @@ GSource *aio_context_attach_gsource(AioContext *ctx, GMainContext *gctx)
     aio_context_ref(ctx);
     as->ctx = ctx;
     as->fd_tag = g_source_add_unix_fd(source, ctx->epollfd, G_IO_IN);
+    if (ctx->home_notifier.fd >= 0) {
+        as->home_tag = g_source_add_unix_fd(source, ctx->home_notifier.fd,
+                                            G_IO_IN);
+    }
     g_source_set_name(source, "AioContext");
     g_source_attach(source, gctx);
     return source;

@@ -93,6 +93,18 @@ struct AioContext {
 
     int epollfd;
     EventNotifier notifier; /* aio_notify() target, in epoll as NULL data */
+    /*
+     * With a home lock only (fd -1 otherwise): set by a lock holder at the
+     * end of its aio_poll() pass while the home thread sleeps in the
+     * GSource poll (notify_me bit 0).  That pass may have consumed the
+     * wake-up meant for the home thread (it reads the same eventfd) and
+     * changed what the home thread sleeps on (a timer armed from the lock
+     * holder lands in the heap during that pass): the home thread must
+     * prepare again.  Watched by the GSource only, never by epoll, so a
+     * lock holder that keeps polling does not spin on it.  Cleared in the
+     * GSource check.
+     */
+    EventNotifier home_notifier;
 
     /*
      * notify_me: raised by the home thread before it may block: +2 per
@@ -206,6 +218,13 @@ void thread_pool_free(struct ThreadPool *pool);
  * holder works on the context, and must still be woken.
  */
 bool aio_context_in_home_thread_strict(AioContext *ctx);
+
+/*
+ * aio_wake_home_after_lock_holder: end of an aio_poll() pass; from a lock
+ * holder (not the home thread itself) whose home thread sleeps in the
+ * GSource poll, wake it to prepare again (see home_notifier).
+ */
+void aio_wake_home_after_lock_holder(AioContext *ctx);
 
 static inline void aio_assert_home(AioContext *ctx)
 {

@@ -700,5 +700,6 @@ bool aio_poll(AioContext *ctx, bool blocking)
     if (--ctx->walk_depth == 0) {
         free_deleted_handlers(ctx);
     }
+    aio_wake_home_after_lock_holder(ctx);
     return progress;
 }

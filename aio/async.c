@@ -34,6 +34,7 @@ AioContext *aio_context_new(GError **errp)
     atomic_init(&ctx->refcnt, 1);
     ctx->epollfd = -1;
     ctx->notifier.fd = -1;
+    ctx->home_notifier.fd = -1;
     pthread_mutex_init(&ctx->bh_lock, NULL);
     pthread_mutex_init(&ctx->list_lock, NULL);
     /*
@@ -132,6 +133,7 @@ static void aio_context_finalize(AioContext *ctx)
     aio_timers_destroy(ctx);
     aio_handlers_destroy(ctx);
     event_notifier_cleanup(&ctx->notifier);
+    event_notifier_cleanup(&ctx->home_notifier);
     pthread_mutex_destroy(&ctx->bh_lock);
     pthread_mutex_destroy(&ctx->list_lock);
     if (current_ctx == ctx) {
@@ -168,9 +170,29 @@ bool aio_context_in_home_thread(AioContext *ctx)
     return held && held();
 }
 
-void aio_context_set_home_lock(AioContext *ctx, AioHomeLockHeldFunc *held)
+int aio_context_set_home_lock(AioContext *ctx, AioHomeLockHeldFunc *held)
 {
+    if (held && ctx->home_notifier.fd < 0) {
+        int r = event_notifier_init(&ctx->home_notifier, false);
+        if (r < 0) {
+            return r;
+        }
+    }
     atomic_store_explicit(&ctx->home_lock_held, held, memory_order_release);
+    return 0;
+}
+
+void aio_wake_home_after_lock_holder(AioContext *ctx)
+{
+    /*
+     * The lock holder's pass and the home thread's prepare/check all run
+     * under the lock, so bit 0 is exact here: set means the home thread
+     * prepared a timeout and sleeps (or is about to) on it.
+     */
+    if (ctx->home_notifier.fd >= 0 && !aio_context_in_home_thread_strict(ctx) &&
+        (atomic_load(&ctx->notify_me) & 1)) {
+        event_notifier_set(&ctx->home_notifier);
+    }
 }
 
 AioContext *aio_get_current_context(void)

@@ -187,6 +187,23 @@ void blk_unref(BlockBackend *blk)
     g_free(blk);
 }
 
+int blk_attach_dev(BlockBackend *blk, void *dev, GError **errp)
+{
+    if (blk->dev) {
+        return shardvm_error_set(errp, -EBUSY, "Drive '%s' is already in use",
+                                 blk->opts.id ? blk->opts.id : "");
+    }
+    blk->dev = dev;
+    return 0;
+}
+
+void blk_detach_dev(BlockBackend *blk, void *dev)
+{
+    if (blk->dev == dev) {
+        blk->dev = NULL;
+    }
+}
+
 const char *blk_get_id(const BlockBackend *blk)
 {
     return blk->opts.id;

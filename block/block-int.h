@@ -91,6 +91,9 @@ struct BlockBackend {
     BlockOptions opts;        /* immutable after open (strings owned) */
     int fd;                   /* -1 for the null drivers */
     bool is_blockdev;
+    /* The device model using the backend (blk_attach_dev()), NULL for
+     * none.  Main thread (machine assembly and teardown). */
+    void *dev;
     uint64_t size;            /* bytes, immutable */
     uint32_t align;           /* O_DIRECT alignment, 1 without */
     int sector_size;          /* block device: logical block size */

@@ -99,7 +99,14 @@ int main_loop_init(bool force_signal_compat, GError **errp)
      * waiting for the main loop, which itself needs the BQL.  Sound
      * because this thread touches ml.ctx only with the BQL held.
      */
-    aio_context_set_home_lock(ml.ctx, bql_locked);
+    r = aio_context_set_home_lock(ml.ctx, bql_locked);
+    if (r < 0) {
+        shardvm_error_set(errp, r, "main loop: eventfd: %s", g_strerror(-r));
+        aio_set_fd_handler(ml.fd_ctx, ml.wakeup.fd, NULL, NULL, NULL, NULL,
+                           NULL);
+        event_notifier_cleanup(&ml.wakeup);
+        goto fail_fd_ctx;
+    }
 
     ml.gctx = g_main_context_ref(g_main_context_default());
     ml.saved_poll = g_main_context_get_poll_func(ml.gctx);

@@ -513,7 +513,8 @@ static int opt_device(ShardvmOptions *o, const char *opt, const char *arg,
 
 /* -drive / -blockdev: parsed by the block layer (block_parse_*); an id is
  * required (QEMU invents one for if=virtio drives; shardvm names them
- * drive0, drive1, ... likewise).  Ids must be unique. */
+ * drive0, drive1, ... likewise, skipping ids given anywhere on the command
+ * line).  Ids must be unique. */
 static int add_drive(ShardvmOptions *o, const char *opt, BlockOptions *b,
                      GError **errp)
 {
@@ -525,11 +526,14 @@ static int add_drive(ShardvmOptions *o, const char *opt, BlockOptions *b,
                            "id= is required with if=none" :
                            "node-name= is required");
         }
-        b->id = g_strdup_printf("drive%u", o->drives->len);
+        /* Named once the whole command line is read (name_drives()):
+         * the made-up id must not take one a later option gives. */
+        g_ptr_array_add(o->drives, b);
+        return 0;
     }
     for (guint i = 0; i < o->drives->len; i++) {
         BlockOptions *other = g_ptr_array_index(o->drives, i);
-        if (!strcmp(other->id, b->id)) {
+        if (other->id && !strcmp(other->id, b->id)) {
             int r = invalid(errp, opt, "duplicate id '%s'", b->id);
             block_options_clear(b);
             g_free(b);
@@ -538,6 +542,30 @@ static int add_drive(ShardvmOptions *o, const char *opt, BlockOptions *b,
     }
     g_ptr_array_add(o->drives, b);
     return 0;
+}
+
+/* Give each id-less if=virtio drive the first driveN no drive has. */
+static void name_drives(ShardvmOptions *o)
+{
+    unsigned next = 0;
+
+    for (guint i = 0; i < o->drives->len; i++) {
+        BlockOptions *b = g_ptr_array_index(o->drives, i);
+        bool taken;
+
+        if (b->id) {
+            continue;
+        }
+        do {
+            g_free(b->id);
+            b->id = g_strdup_printf("drive%u", next++);
+            taken = false;
+            for (guint j = 0; j < o->drives->len && !taken; j++) {
+                BlockOptions *other = g_ptr_array_index(o->drives, j);
+                taken = j != i && other->id && !strcmp(other->id, b->id);
+            }
+        } while (taken);
+    }
 }
 
 static int opt_drive(ShardvmOptions *o, const char *opt, const char *arg,
@@ -872,6 +900,7 @@ int options_parse(int argc, char **argv, ShardvmOptions *o, GError **errp)
             return r;
         }
     }
+    name_drives(o);
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #define VIRTIO_BLK_PCI_CLASS 0x018000
 
 typedef struct VirtIOBlockPCI {
+    BlockBackend *backend; /* attached to us (blk_attach_dev) */
     VirtIOBlock *blk;
     VirtIOPCIProxy *proxy;
 } VirtIOBlockPCI;
@@ -83,8 +84,15 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
         goto out;
     }
     d = g_new0(VirtIOBlockPCI, 1);
+    /* One device per backend, as QEMU ("Drive 'd0' is already in use"). */
+    if (blk_attach_dev(blk, d, errp) < 0) {
+        g_clear_pointer(&d, g_free);
+        goto out;
+    }
+    d->backend = blk;
     d->blk = virtio_blk_new(&cfg, blk, ctxs, host->guest_memory, errp);
     if (!d->blk) {
+        blk_detach_dev(blk, d);
         g_clear_pointer(&d, g_free);
         goto out;
     }
@@ -93,6 +101,7 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
     if (virtio_pci_plug(d->proxy, host->pci, slot, errp) < 0) {
         virtio_pci_free(d->proxy);
         virtio_blk_free(d->blk);
+        blk_detach_dev(blk, d);
         g_clear_pointer(&d, g_free);
     }
 out:
@@ -111,5 +120,6 @@ void virtio_blk_pci_destroy(void *opaque)
     /* Unplug first (reset: the device drains), then the device. */
     virtio_pci_free(d->proxy);
     virtio_blk_free(d->blk);
+    blk_detach_dev(d->backend, d);
     g_free(d);
 }

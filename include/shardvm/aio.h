@@ -121,10 +121,14 @@ typedef bool AioHomeLockHeldFunc(void);
  * thread itself touches the context only while holding that same lock
  * (the main loop holds the BQL except inside its blocking poll, where it
  * only waits in the kernel).  Wake-ups are never skipped for a lock
- * holder: the real home thread may be asleep.  Set once, before other
- * threads use @ctx.
+ * holder: the real home thread may be asleep.  The home thread must sleep
+ * only in the poll of a GSource (aio_context_attach_gsource()): a lock
+ * holder's aio_poll() may take the wake-up meant for it, so at the end of
+ * each such pass the GSource is woken on a second eventfd to compute its
+ * timeout again.  Set once, before other threads use @ctx and before
+ * attaching the GSource.  Returns 0, or a negative errno (no eventfd).
  */
-void aio_context_set_home_lock(AioContext *ctx, AioHomeLockHeldFunc *held);
+int aio_context_set_home_lock(AioContext *ctx, AioHomeLockHeldFunc *held);
 
 /*
  * aio_get_current_context: the context the caller last made its own with

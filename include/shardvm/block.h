@@ -128,6 +128,15 @@ BlockBackend *blk_open(const BlockOptions *opts, GError **errp);
 void blk_ref(BlockBackend *blk);
 void blk_unref(BlockBackend *blk);
 
+/*
+ * blk_attach_dev: record @dev as the one device model using @blk.
+ * Returns 0, or -EBUSY with *@errp set ("Drive 'ID' is already in use",
+ * as QEMU) when another device has it.  blk_detach_dev(): @dev lets go
+ * (no-op if @dev is not the one attached).  Main thread.
+ */
+int blk_attach_dev(BlockBackend *blk, void *dev, GError **errp);
+void blk_detach_dev(BlockBackend *blk, void *dev);
+
 /* Accessors; any thread (immutable after blk_open, except the write-cache
  * flag, which is atomic). */
 const char *blk_get_id(const BlockBackend *blk);

@@ -98,7 +98,8 @@ TEST_P(BlockThreads, DrainOnTwoIOThreadsAndMainAtOnce)
                                           Worker::Bh, &w[i]), 0);
     }
     AioContext *main_ctx = aio_context_new(nullptr);
-    aio_context_set_home_thread(main_ctx); // Worker::Run uses the current one
+    ASSERT_NE(main_ctx, nullptr);
+    aio_context_set_home_thread(main_ctx); /* what Worker::Run() uses */
     w[2].Run(); // the main context, while the IOThreads run theirs
     for (int i = 0; i < 2; i++) {
         while (!w[i].finished) {

@@ -365,6 +365,8 @@ TEST_F(DevPath, MainLoopDeviceDrivenFromAVcpuThread)
                   VIRTIO_BLK_S_OK);
         SetMmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1, 0);
         done = true;
+        // The main loop may sleep with no timeout: wake it to see done.
+        aio_notify(main_loop_get_aio_context());
     });
     // The main loop (BQL held except while it polls), for at most 20 s.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -398,6 +400,34 @@ TEST_F(DevPath, ConstructorErrorsNameTheProblem)
     g_clear_error(&err);
     EXPECT_EQ(Create("virtio-blk-pci,drive=d0,queue-size=3", &err), nullptr);
     ASSERT_NE(err, nullptr);
+    g_clear_error(&err);
+}
+
+}  // namespace
+
+namespace {
+
+// QEMU refuses a second device on one backend ("Drive 'd0' is already in
+// use"): two virtio-blk devices on one image would each keep their own
+// write cache state and queues.  Once the first device is gone, the drive
+// is free again.
+TEST_F(DevPath, DriveUsedTwiceIsRefused)
+{
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    void *second = Create("virtio-blk-pci,drive=d0,iothread=io0", &err);
+    EXPECT_EQ(second, nullptr);
+    if (second) {
+        virtio_blk_pci_destroy(second);
+    }
+    ASSERT_NE(err, nullptr);
+    EXPECT_NE(std::string(err->message).find("already in use"),
+              std::string::npos) << err->message;
+    g_clear_error(&err);
+    virtio_blk_pci_destroy(dev_);
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,num-queues=2", &err);
+    EXPECT_NE(dev_, nullptr) << (err ? err->message : "");
     g_clear_error(&err);
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "shardvm/block.h"
 #include "shardvm/options.h"
 
 namespace {
@@ -386,4 +387,33 @@ TEST_F(Options, MonitorErrorsNameTheOption)
     EXPECT_NE(Message().find("-mon"), std::string::npos) << Message();
     EXPECT_LT(Parse({ "-chardev", "pty,id=x" }), 0);
     EXPECT_NE(Message().find("-chardev"), std::string::npos) << Message();
+}
+
+// -drive if=virtio without id= gets a made-up id; it must never take an id
+// the user gave another drive, before or after it on the command line.
+TEST_F(Options, AutoDriveIdsNeverCollideWithUserIds)
+{
+    ASSERT_EQ(Parse({ "-drive", "file=a.img,format=raw,if=none,id=drive1",
+                      "-drive", "file=b.img,format=raw,if=virtio" }), 0)
+        << Message();
+    ASSERT_EQ(o_.drives->len, 2u);
+    const char *a = ((BlockOptions *)g_ptr_array_index(o_.drives, 0))->id;
+    const char *b = ((BlockOptions *)g_ptr_array_index(o_.drives, 1))->id;
+    EXPECT_STRNE(a, b);
+
+    ASSERT_EQ(Parse({ "-drive", "file=b.img,format=raw,if=virtio",
+                      "-drive", "file=a.img,format=raw,if=none,id=drive0" }), 0)
+        << Message();
+    ASSERT_EQ(o_.drives->len, 2u);
+    a = ((BlockOptions *)g_ptr_array_index(o_.drives, 0))->id;
+    b = ((BlockOptions *)g_ptr_array_index(o_.drives, 1))->id;
+    EXPECT_STRNE(a, b);
+    EXPECT_STREQ(b, "drive0");
+
+    // A real duplicate is still an error, also across -drive and -blockdev.
+    EXPECT_LT(Parse({ "-drive", "file=a.img,format=raw,if=none,id=d0",
+                      "-blockdev", "driver=file,filename=b.img,node-name=d0" }),
+              0);
+    EXPECT_NE(Message().find("d0"), std::string::npos) << Message();
+    EXPECT_LT(Parse({ "-drive", "file=a.img,format=raw,if=none" }), 0);
 }
