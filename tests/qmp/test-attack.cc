@@ -1,0 +1,174 @@
+// Hostile input against the QMP monitor: framing edge cases, JSON json-glib
+// cannot take, absurd arguments, and sockets (fd exhaustion, clients that
+// never read) -- each must get QEMU's error or a closed connection.
+#include "qmp-test.h"
+#include "shardvm/main-loop.h"
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace {
+
+// ---- a session without sockets ------------------------------------------
+
+class QmpAttack : public ::testing::Test {
+protected:
+    FakeVm vm;
+    Monitor *mon = nullptr;
+    QmpSession *s = nullptr;
+    std::string out;
+
+    static int Write(void *o, const char *buf, size_t len)
+    {
+        static_cast<QmpAttack *>(o)->out.append(buf, len);
+        return 0;
+    }
+    void SetUp() override
+    {
+        mon = monitor_new(&FakeVm::ops, &vm);
+        s = qmp_session_new(mon, Write, this);
+        out.clear();
+        Feed("{\"execute\":\"qmp_capabilities\"}");
+        ASSERT_EQ(Line(), "{\"return\":{}}");
+    }
+    void TearDown() override
+    {
+        qmp_session_free(s);
+        monitor_free(mon);
+    }
+    void Feed(const std::string &in)
+    {
+        ASSERT_EQ(qmp_session_feed(s, in.data(), in.size()), 0);
+    }
+    // The next output line ("" when none).
+    std::string Line()
+    {
+        size_t eol = out.find("\r\n");
+        if (eol == std::string::npos) {
+            return "";
+        }
+        std::string l = out.substr(0, eol);
+        out.erase(0, eol + 2);
+        return l;
+    }
+    // The next line must be valid JSON (and valid UTF-8); returns it.
+    std::string JsonLine()
+    {
+        std::string l = Line();
+        EXPECT_TRUE(g_utf8_validate(l.data(), (gssize)l.size(), nullptr))
+            << l;
+        JsonNode *n = ParseJson(l);
+        EXPECT_TRUE(n) << "not JSON: " << l;
+        if (n) {
+            json_node_unref(n);
+        }
+        return l;
+    }
+    std::string ErrorDesc(const std::string &l)
+    {
+        JsonNode *n = ParseJson(l);
+        std::string d = Str(n, "error.desc");
+        if (n) {
+            json_node_unref(n);
+        }
+        return d;
+    }
+};
+
+// json-glib's parser recurses once per level: 100000 nested arrays
+// overflowed the stack.  The framing layer counts the depth and refuses
+// past 1024 levels (QEMU's limit) before json-glib sees the message.
+TEST_F(QmpAttack, DeepNestingIsRefusedBeforeParsing)
+{
+    for (const char *o : { "[]", "{}" }) {
+        std::string deep;
+        for (int i = 0; i < 100000; i++) {
+            deep += o[0] == '[' ? "[" : "{\"a\":";
+        }
+        deep += o[0] == '[' ? "" : "1";
+        deep += std::string(100000, o[1]);
+        Feed(deep);
+        EXPECT_EQ(ErrorDesc(JsonLine()),
+                  "JSON parse error, JSON nesting depth limit exceeded");
+        EXPECT_EQ(Line(), "");
+    }
+    // 1024 levels are fine (json-glib parses them), and the session goes on.
+    std::string ok = "{\"execute\":\"query-name\",\"id\":" +
+                     std::string(1023, '[') + std::string(1023, ']') + "}";
+    Feed(ok);
+    EXPECT_EQ(Line().substr(0, 26), "{\"return\":{},\"id\":[[[[[[[[");
+    Feed("{\"execute\":\"query-name\"}");
+    EXPECT_EQ(Line(), "{\"return\":{}}");
+}
+
+// "\u0000" cut strings short in json-glib: "query-name\u0000junk" ran
+// query-name and an id "a\u0000b" came back as "a".  QEMU refuses it.
+TEST_F(QmpAttack, NulEscapeIsRefused)
+{
+    for (const char *in : {
+             "{\"execute\":\"query-name\\u0000junk\"}",
+             "{\"execute\":\"query-name\",\"id\":\"a\\u0000b\"}",
+             "{\"execute\":\"query-name\",\"id\":\"\\\\\\u0000\"}",
+         }) {
+        Feed(in);
+        EXPECT_EQ(ErrorDesc(JsonLine()),
+                  "JSON parse error, \\u0000 is not supported") << in;
+    }
+    // Split across feeds, byte by byte.
+    std::string m = "{\"execute\":\"query-name\",\"id\":\"\\u0000\"}";
+    for (char c : m) {
+        Feed(std::string(1, c));
+    }
+    EXPECT_EQ(ErrorDesc(JsonLine()),
+              "JSON parse error, \\u0000 is not supported");
+    // Other escapes, and a literal backslash before "u0000", are fine.
+    Feed("{\"execute\":\"query-name\",\"id\":\"\\\\u0000\\u0041\\u00e9\"}");
+    EXPECT_EQ(Line(), "{\"return\":{},\"id\":\"\\\\u0000A\xc3\xa9\"}");
+}
+
+// Numbers json-glib cannot hold came back wrong: an id 1e400 was echoed
+// as "inf.0" (not JSON), 99999999999999999999999999 as -1.
+TEST_F(QmpAttack, NumbersOutOfRangeAreRefused)
+{
+    for (const char *num : { "1e400", "-1e400", "99999999999999999999999999",
+                             "18446744073709551615", "9223372036854775808",
+                             "-9223372036854775809" }) {
+        Feed(std::string("{\"execute\":\"query-name\",\"id\":") + num + "}");
+        std::string l = JsonLine();
+        EXPECT_EQ(ErrorDesc(l), "JSON parse error, number out of range")
+            << num << " -> " << l;
+    }
+    // The limits themselves, and tiny or long doubles, are fine.
+    for (const char *num : { "9223372036854775807", "-9223372036854775808",
+                             "1e-400", "1.5e300", "-0", "0.000000000000000000000000000001" }) {
+        std::string in = std::string("{\"execute\":\"query-name\",\"id\":") +
+                         num + "}";
+        Feed(in);
+        std::string l = JsonLine();
+        EXPECT_EQ(l.substr(0, 12), "{\"return\":{}") << num << " -> " << l;
+    }
+    // Split across feeds.
+    std::string m = "{\"execute\":\"query-name\",\"id\":[1,99999999999999999999]}";
+    for (char c : m) {
+        Feed(std::string(1, c));
+    }
+    EXPECT_EQ(ErrorDesc(JsonLine()), "JSON parse error, number out of range");
+}
+
+// json-glib takes 'single-quoted' strings (without escapes); the framing
+// layer did not know them and cut {"id":'}'} at the quoted brace.
+TEST_F(QmpAttack, SingleQuotedStringsAreFramed)
+{
+    Feed("{'execute':'query-name','id':'}{\"\\'}");
+    EXPECT_EQ(Line(), "{\"return\":{},\"id\":\"}{\\\"\\\\\"}");
+    EXPECT_EQ(Line(), "");
+}
+}  // namespace
