@@ -106,6 +106,10 @@ struct Monitor {
     GPtrArray *listeners; /* private to qmp-server.c */
     GPtrArray *clients;   /* private to qmp-server.c */
     AioBH *reap_bh;       /* frees clients that failed (qmp-server.c) */
+    int spare_fd;         /* given up to accept-and-close when out of fds
+                           * (qmp-server.c), or -1 */
+    bool accept_paused;   /* listeners unwatched after an accept failure;
+                           * watched again when a client goes */
 };
 
 /* qmp-session.c: add/remove a session to the event list. */
