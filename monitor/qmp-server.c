@@ -20,6 +20,7 @@
 #include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -270,6 +271,36 @@ static void monitor_accept(void *opaque)
     }
 }
 
+/*
+ * Make room for a unix socket at @path: remove a stale socket of an
+ * earlier run, but nothing else -- not a file that is no socket (a typo
+ * must not delete data), not a socket a live process listens on.
+ */
+static int monitor_unlink_stale(const char *path,
+                                const struct sockaddr_un *sa, GError **errp)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        return 0; /* nothing there (or bind() will say why) */
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        return shardvm_error_set(errp, -EEXIST, "-qmp: '%s' exists and is "
+                                 "not a socket", path);
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+        int live = connect(probe, (const struct sockaddr *)sa,
+                           sizeof(*sa)) == 0;
+        close(probe);
+        if (live) {
+            return shardvm_error_set(errp, -EADDRINUSE, "-qmp: '%s' is in "
+                                     "use by another process", path);
+        }
+    }
+    unlink(path);
+    return 0;
+}
+
 static int monitor_listen_unix(const char *path, GError **errp)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -283,7 +314,11 @@ static int monitor_listen_unix(const char *path, GError **errp)
         int e = errno;
         return shardvm_error_set(errp, -e, "-qmp: socket: %s", strerror(e));
     }
-    unlink(path); /* a stale socket of an earlier run (as QEMU) */
+    int r = monitor_unlink_stale(path, &sa, errp);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
         listen(fd, 64) < 0) {
         int e = errno;

@@ -283,4 +283,51 @@ TEST_F(QmpAttackServer, AcceptOutOfFdsDoesNotSpin)
     EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// -qmp unix:PATH unlinked whatever was at PATH: a regular file (a typo
+// in the path, or a file an attacker-chosen option names) was deleted,
+// and a monitor socket another live process serves was stolen.  Only a
+// stale socket (nobody listening) is replaced now.
+TEST(QmpAttackAddr, UnixPathOnlyReplacesStaleSockets)
+{
+    GError *err = nullptr;
+    ASSERT_EQ(main_loop_init(false, &err), 0);
+    FakeVm vm;
+    Monitor *mon = monitor_new(&FakeVm::ops, &vm);
+    std::string dir = std::string(g_get_tmp_dir()) + "/shardvm-qmp-addr-" +
+                      std::to_string(getpid());
+    ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+    std::string file = dir + "/file", live = dir + "/live",
+                stale = dir + "/stale";
+
+    ASSERT_TRUE(g_file_set_contents(file.c_str(), "keep", -1, nullptr));
+    EXPECT_LT(monitor_add_listener(mon, ("unix:" + file).c_str(), &err), 0);
+    g_clear_error(&err);
+    char *text = nullptr;
+    ASSERT_TRUE(g_file_get_contents(file.c_str(), &text, nullptr, nullptr));
+    EXPECT_STREQ(text, "keep");
+    g_free(text);
+
+    // A socket someone listens on.
+    Monitor *other = monitor_new(&FakeVm::ops, &vm);
+    ASSERT_EQ(monitor_add_listener(other, ("unix:" + live).c_str(), &err), 0);
+    EXPECT_LT(monitor_add_listener(mon, ("unix:" + live).c_str(), &err), 0);
+    g_clear_error(&err);
+
+    // A stale one (bound, then its process went away) is replaced.
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {};
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, stale.c_str());
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    close(fd);
+    EXPECT_EQ(monitor_add_listener(mon, ("unix:" + stale).c_str(), &err), 0);
+    g_clear_error(&err);
+
+    monitor_free(other);
+    monitor_free(mon);
+    unlink(file.c_str());
+    EXPECT_EQ(rmdir(dir.c_str()), 0); // both monitors unlinked theirs
+    main_loop_cleanup();
+}
+
 }  // namespace
