@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -328,6 +329,105 @@ TEST(QmpAttackAddr, UnixPathOnlyReplacesStaleSockets)
     unlink(file.c_str());
     EXPECT_EQ(rmdir(dir.c_str()), 0); // both monitors unlinked theirs
     main_loop_cleanup();
+}
+
+// A client that sends thousands of commands and reads nothing until the
+// end: the monitor stops reading it while replies wait (its buffer stays
+// bounded), answers every one in order, and an event broadcast to a client
+// that has just gone harms no one else.
+TEST_F(QmpAttackServer, NeverReadingClientThenDisconnectMidBroadcast)
+{
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int small = 4096;
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    fcntl(sv[1], F_SETFL, O_NONBLOCK);
+    monitor_add_client_fd(mon, sv[0]);
+    std::string cmd = "{\"execute\":\"qmp_capabilities\",\"id\":0}";
+    int sent = 0;
+    size_t off = 0;
+    std::string pending = cmd;
+    // Send until the socket (and so the monitor) pushes back for good.
+    for (int idle = 0; idle < 1000 && sent < 20000;) {
+        ssize_t n = send(sv[1], pending.data() + off, pending.size() - off,
+                         MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+            if (off == pending.size()) {
+                sent++;
+                pending = "{\"execute\":\"query-commands\",\"id\":" +
+                          std::to_string(sent) + "}";
+                off = 0;
+            }
+            idle = 0;
+        } else {
+            idle++;
+        }
+        main_loop_wait(false);
+    }
+    ASSERT_GT(sent, 10);
+    ASSERT_LT(sent, 20000) << "the monitor never pushed back";
+    // Now read everything: greeting + one reply per command, in order.
+    std::string in;
+    int got = -1, want_id = 0;
+    bool ok = true;
+    char buf[65536];
+    for (int idle = 0; idle < 100000 && got < sent;) {
+        ssize_t n = recv(sv[1], buf, sizeof(buf), 0);
+        if (n > 0) {
+            in.append(buf, (size_t)n);
+            size_t eol;
+            while ((eol = in.find("\r\n")) != std::string::npos) {
+                std::string line = in.substr(0, eol);
+                in.erase(0, eol + 2);
+                if (got >= 0) {
+                    std::string tag = ",\"id\":" + std::to_string(want_id) + "}";
+                    ok = ok && line.size() > tag.size() &&
+                         line.compare(line.size() - tag.size(), tag.size(),
+                                      tag) == 0;
+                    want_id++;
+                }
+                got++;
+            }
+            idle = 0;
+        } else {
+            idle++;
+        }
+        main_loop_wait(false);
+    }
+    EXPECT_EQ(got, sent);
+    EXPECT_TRUE(ok) << "replies out of order";
+
+    // Three negotiated clients; the middle one goes before a broadcast.
+    int c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = Socket();
+        ASSERT_EQ(ConnectFd(c[i]), 0);
+        ASSERT_NE(Poll(c[i]).find("QMP"), std::string::npos);
+        send(c[i], "{\"execute\":\"qmp_capabilities\"}", 30, MSG_NOSIGNAL);
+        ASSERT_EQ(Poll(c[i]), "{\"return\":{}}\r\n");
+    }
+    close(c[1]);
+    for (int i = 0; i < 3; i++) {
+        monitor_emit_event(mon, "STOP", nullptr);
+    }
+    for (int i : { 0, 2 }) {
+        std::string all;
+        while (std::count(all.begin(), all.end(), '\n') < 3) {
+            std::string r = Poll(c[i]);
+            ASSERT_NE(r, "<none>");
+            ASSERT_NE(r, "");
+            all += r;
+        }
+        close(c[i]);
+    }
+    close(sv[1]);
+    for (int i = 0; i < 200 && monitor_client_count(mon) > 0; i++) {
+        main_loop_wait(true);
+    }
+    EXPECT_EQ(monitor_client_count(mon), 0u);
 }
 
 }  // namespace
