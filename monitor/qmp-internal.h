@@ -26,20 +26,36 @@ static inline JsonNode *qmp_node_array(JsonArray *a)
 }
 
 /* ---- qmp-stream.c: incremental JSON framing ---------------------------
- * Tracks strings, escapes and {} [] nesting; a message ends when the
- * nesting returns to zero (or, for a top-level scalar, at the next
- * delimiter).  It only frames: json-glib parses each message. */
+ * Tracks strings ("...", and '...' without escapes as json-glib takes them),
+ * escapes and {} [] nesting; a message ends when the nesting returns to
+ * zero (or, for a top-level scalar, at the next delimiter).  It frames,
+ * and refuses what json-glib cannot take safely (nesting deeper than
+ * QMP_MAX_NESTING: its parser recurses per level; "\u0000": it cuts the
+ * string; numbers out of int64 / double range: it wraps or makes "inf");
+ * json-glib parses each message. */
+
+/* Deepest {} [] nesting accepted (QEMU's MAX_NESTING). */
+#define QMP_MAX_NESTING 1024
+
 typedef struct QmpStream {
     GString *buf;     /* the message being collected */
     unsigned depth;   /* open { and [ */
-    bool in_string;
+    char quote;       /* in a string: its quote ('"' or '\''), else 0 */
     bool escape;      /* the previous byte in a string was a backslash */
+    unsigned uesc;    /* hex digits still due in a \uXXXX escape */
+    unsigned uval;    /* the \u escape's value so far */
+    bool in_number;   /* a number token started at num_start in buf */
+    size_t num_start;
+    const char *error;/* why the current message is refused, or NULL */
     bool overflow;    /* the message passed MONITOR_MAX_MESSAGE */
 } QmpStream;
 
 /* Called once per complete message (not NUL-terminated; @len bytes).
+ * @error is NULL, or why the framing layer refused the message (it must
+ * then not be parsed; reply "JSON parse error, @error").
  * Return false to stop feeding (the rest of the input is dropped). */
-typedef bool QmpStreamFunc(void *opaque, const char *msg, size_t len);
+typedef bool QmpStreamFunc(void *opaque, const char *msg, size_t len,
+                           const char *error);
 
 void qmp_stream_init(QmpStream *st);
 void qmp_stream_destroy(QmpStream *st);
@@ -90,6 +106,10 @@ struct Monitor {
     GPtrArray *listeners; /* private to qmp-server.c */
     GPtrArray *clients;   /* private to qmp-server.c */
     AioBH *reap_bh;       /* frees clients that failed (qmp-server.c) */
+    int spare_fd;         /* given up to accept-and-close when out of fds
+                           * (qmp-server.c), or -1 */
+    bool accept_paused;   /* listeners unwatched after an accept failure;
+                           * watched again when a client goes */
 };
 
 /* qmp-session.c: add/remove a session to the event list. */

@@ -16,9 +16,11 @@
 #include "shardvm/main-loop.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -43,6 +45,7 @@ typedef struct MonitorClient {
 
 static void monitor_client_read(void *opaque);
 static void monitor_client_write(void *opaque);
+static void monitor_accept_resume(Monitor *mon);
 
 Monitor *monitor_new(const MonitorBackend *backend, void *opaque)
 {
@@ -52,6 +55,7 @@ Monitor *monitor_new(const MonitorBackend *backend, void *opaque)
     mon->sessions = g_ptr_array_new();
     mon->listeners = g_ptr_array_new();
     mon->clients = g_ptr_array_new();
+    mon->spare_fd = -1;
     return mon;
 }
 
@@ -64,6 +68,9 @@ static void monitor_client_free(MonitorClient *c)
     qmp_session_free(c->session);
     g_string_free(c->out, TRUE);
     g_ptr_array_remove(c->mon->clients, c);
+    /* A descriptor is free again: listeners paused for lack of them
+     * resume. */
+    monitor_accept_resume(c->mon);
     g_free(c);
 }
 
@@ -197,6 +204,55 @@ unsigned monitor_client_count(Monitor *mon)
 
 /* ---- listeners --------------------------------------------------------- */
 
+static void monitor_accept(void *opaque);
+
+/* Watch (or stop watching) every listener. */
+static void monitor_accept_watch(Monitor *mon, bool on)
+{
+    for (guint i = 0; i < mon->listeners->len; i++) {
+        MonitorListener *l = g_ptr_array_index(mon->listeners, i);
+        main_loop_set_fd_handler(l->fd, on ? monitor_accept : NULL, NULL, l);
+    }
+}
+
+static void monitor_accept_resume(Monitor *mon)
+{
+    if (mon->accept_paused) {
+        mon->accept_paused = false;
+        if (mon->spare_fd < 0) {
+            mon->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
+        monitor_accept_watch(mon, true);
+    }
+}
+
+/*
+ * accept() failed with @err and the connection is still queued.  The
+ * listening fd is level-triggered: returning would make the main loop call
+ * us again at once, forever (100% CPU).  Out of descriptors: give up the
+ * spare one, accept the client and close it (it sees a closed
+ * connection), take the spare back.  Otherwise, or without a spare: stop
+ * watching the listeners until a client goes.
+ */
+static void monitor_accept_failed(MonitorListener *l, int err)
+{
+    Monitor *mon = l->mon;
+
+    if ((err == EMFILE || err == ENFILE) && mon->spare_fd >= 0) {
+        close(mon->spare_fd);
+        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            close(fd);
+        }
+        mon->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            return;
+        }
+    }
+    mon->accept_paused = true;
+    monitor_accept_watch(mon, false);
+}
+
 static void monitor_accept(void *opaque)
 {
     MonitorListener *l = opaque;
@@ -206,10 +262,43 @@ static void monitor_accept(void *opaque)
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            return; /* EAGAIN, or out of fds: try again on the next event */
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                monitor_accept_failed(l, errno);
+            }
+            return;
         }
         monitor_add_client_fd(l->mon, fd);
     }
+}
+
+/*
+ * Make room for a unix socket at @path: remove a stale socket of an
+ * earlier run, but nothing else -- not a file that is no socket (a typo
+ * must not delete data), not a socket a live process listens on.
+ */
+static int monitor_unlink_stale(const char *path,
+                                const struct sockaddr_un *sa, GError **errp)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        return 0; /* nothing there (or bind() will say why) */
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        return shardvm_error_set(errp, -EEXIST, "-qmp: '%s' exists and is "
+                                 "not a socket", path);
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+        int live = connect(probe, (const struct sockaddr *)sa,
+                           sizeof(*sa)) == 0;
+        close(probe);
+        if (live) {
+            return shardvm_error_set(errp, -EADDRINUSE, "-qmp: '%s' is in "
+                                     "use by another process", path);
+        }
+    }
+    unlink(path);
+    return 0;
 }
 
 static int monitor_listen_unix(const char *path, GError **errp)
@@ -225,7 +314,11 @@ static int monitor_listen_unix(const char *path, GError **errp)
         int e = errno;
         return shardvm_error_set(errp, -e, "-qmp: socket: %s", strerror(e));
     }
-    unlink(path); /* a stale socket of an earlier run (as QEMU) */
+    int r = monitor_unlink_stale(path, &sa, errp);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
         listen(fd, 64) < 0) {
         int e = errno;
@@ -308,7 +401,12 @@ int monitor_add_listener(Monitor *mon, const char *addr, GError **errp)
     }
     g_free(norm);
     g_ptr_array_add(mon->listeners, l);
-    main_loop_set_fd_handler(fd, monitor_accept, NULL, l);
+    if (mon->spare_fd < 0) {
+        mon->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    if (!mon->accept_paused) {
+        main_loop_set_fd_handler(fd, monitor_accept, NULL, l);
+    }
     return 0;
 }
 
@@ -327,9 +425,14 @@ void monitor_free(Monitor *mon)
         }
         g_free(l);
     }
+    g_ptr_array_set_size(mon->listeners, 0);
+    mon->accept_paused = false;
     while (mon->clients->len > 0) {
         monitor_client_free(g_ptr_array_index(mon->clients,
                                               mon->clients->len - 1));
+    }
+    if (mon->spare_fd >= 0) {
+        close(mon->spare_fd);
     }
     if (mon->reap_bh) {
         aio_bh_delete(mon->reap_bh);

@@ -249,11 +249,19 @@ static void qmp_session_request(QmpSession *s, JsonObject *req)
     }
 }
 
-/* One framed message: UTF-8 check, json-glib parse, dispatch. */
-static bool qmp_session_message(void *opaque, const char *msg, size_t len)
+/* One framed message: the framing layer's verdict, UTF-8 check, json-glib
+ * parse, dispatch. */
+static bool qmp_session_message(void *opaque, const char *msg, size_t len,
+                                const char *error)
 {
     QmpSession *s = opaque;
 
+    if (error) {
+        char *d = g_strdup_printf("JSON parse error, %s", error);
+        qmp_session_send_error(s, QMP_ERROR_GENERIC, d, NULL);
+        g_free(d);
+        return !s->dead;
+    }
     if (!g_utf8_validate(msg, (gssize)len, NULL)) {
         qmp_session_send_error(s, QMP_ERROR_GENERIC,
                                "JSON parse error, invalid UTF-8 sequence",

@@ -4,18 +4,27 @@
  * Why not json-glib's own stream parser: it wants a whole document, while
  * a QMP connection is an endless sequence of them, split anywhere by the
  * socket.  This splitter only finds the boundaries (strings, escapes and
- * nesting, nothing more); every message is then parsed by json-glib.
+ * nesting), plus the few checks json-glib needs done before it parses
+ * (nesting depth, "\u0000", number range); every message is then parsed
+ * by json-glib.
  */
 #include "qmp-internal.h"
 
 #include <errno.h>
+#include <math.h>
+#include <string.h>
 
 void qmp_stream_init(QmpStream *st)
 {
     st->buf = g_string_new(NULL);
     st->depth = 0;
-    st->in_string = false;
+    st->quote = 0;
     st->escape = false;
+    st->uesc = 0;
+    st->uval = 0;
+    st->in_number = false;
+    st->num_start = 0;
+    st->error = NULL;
     st->overflow = false;
 }
 
@@ -27,13 +36,86 @@ void qmp_stream_destroy(QmpStream *st)
     }
 }
 
+/* Refuse the current message (the first reason sticks). */
+static void qmp_stream_refuse(QmpStream *st, const char *why)
+{
+    if (!st->error) {
+        st->error = why;
+    }
+}
+
 /* Hand the collected message to @fn and start the next one. */
 static bool qmp_stream_emit(QmpStream *st, QmpStreamFunc *fn, void *opaque)
 {
-    bool go_on = fn(opaque, st->buf->str, st->buf->len);
+    bool go_on = fn(opaque, st->buf->str, st->buf->len, st->error);
     g_string_truncate(st->buf, 0);
     st->depth = 0;
+    st->error = NULL;
+    st->in_number = false;
     return go_on;
+}
+
+static bool qmp_stream_is_number_char(char c)
+{
+    return g_ascii_isdigit(c) || c == '-' || c == '+' || c == '.' ||
+           c == 'e' || c == 'E';
+}
+
+/* The number token from num_start to the end of buf is complete: json-glib
+ * wraps integers past int64 and turns huge doubles into infinities (which
+ * it then writes as "inf.0", not JSON), so refuse both. */
+static void qmp_stream_end_number(QmpStream *st)
+{
+    const char *tok = st->buf->str + st->num_start;
+    bool integral = !strpbrk(tok, ".eE");
+    char *end = NULL;
+
+    st->in_number = false;
+    errno = 0;
+    if (integral) {
+        g_ascii_strtoll(tok, &end, 10);
+        if (errno == ERANGE) {
+            qmp_stream_refuse(st, "number out of range");
+        }
+    } else {
+        double d = g_ascii_strtod(tok, &end);
+        if (isinf(d)) {
+            qmp_stream_refuse(st, "number out of range");
+        }
+    }
+}
+
+/* One byte inside a string (already appended). */
+static void qmp_stream_string_byte(QmpStream *st, char c)
+{
+    if (st->uesc > 0) {
+        if (g_ascii_isxdigit(c)) {
+            st->uval = st->uval * 16 + (unsigned)g_ascii_xdigit_value(c);
+            if (--st->uesc == 0 && st->uval == 0) {
+                qmp_stream_refuse(st, "\\u0000 is not supported");
+            }
+            return;
+        }
+        st->uesc = 0; /* a malformed escape: json-glib reports it */
+    }
+    if (st->quote == '\'') {
+        /* json-glib's single-quoted strings know no escapes */
+        if (c == '\'') {
+            st->quote = 0;
+        }
+        return;
+    }
+    if (st->escape) {
+        st->escape = false;
+        if (c == 'u') {
+            st->uesc = 4;
+            st->uval = 0;
+        }
+    } else if (c == '\\') {
+        st->escape = true;
+    } else if (c == st->quote) {
+        st->quote = 0;
+    }
 }
 
 int qmp_stream_feed(QmpStream *st, const char *buf, size_t len,
@@ -45,19 +127,19 @@ int qmp_stream_feed(QmpStream *st, const char *buf, size_t len,
     for (size_t i = 0; i < len; i++) {
         char c = buf[i];
 
-        if (st->in_string) {
+        if (st->quote) {
             g_string_append_c(st->buf, c);
-            if (st->escape) {
-                st->escape = false;
-            } else if (c == '\\') {
-                st->escape = true;
-            } else if (c == '"') {
-                st->in_string = false;
-                if (st->depth == 0 && !qmp_stream_emit(st, fn, opaque)) {
-                    return -ECANCELED;
-                }
+            qmp_stream_string_byte(st, c);
+            if (!st->quote && st->depth == 0 &&
+                !qmp_stream_emit(st, fn, opaque)) {
+                return -ECANCELED;
             }
-        } else if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+            goto check_size;
+        }
+        if (st->in_number && !qmp_stream_is_number_char(c)) {
+            qmp_stream_end_number(st);
+        }
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
             if (st->depth > 0) {
                 g_string_append_c(st->buf, c);
             } else if (st->buf->len > 0 && !qmp_stream_emit(st, fn, opaque)) {
@@ -65,17 +147,28 @@ int qmp_stream_feed(QmpStream *st, const char *buf, size_t len,
                 return -ECANCELED;
             }
         } else {
-            bool opens = c == '{' || c == '[' || c == '"';
+            bool opens = c == '{' || c == '[' || c == '"' || c == '\'';
             /* A top-level scalar ("123{...") ends where a value starts. */
             if (opens && st->depth == 0 && st->buf->len > 0 &&
                 !qmp_stream_emit(st, fn, opaque)) {
                 return -ECANCELED;
             }
+            if (!st->in_number && (g_ascii_isdigit(c) || c == '-')) {
+                st->in_number = true;
+                st->num_start = st->buf->len;
+            }
             g_string_append_c(st->buf, c);
-            if (c == '"') {
-                st->in_string = true;
+            if (c == '"' || c == '\'') {
+                st->quote = c;
+                st->escape = false;
+                st->uesc = 0;
             } else if (c == '{' || c == '[') {
-                st->depth++;
+                /* Counted here, refused before json-glib (which recurses
+                 * per level) ever sees it. */
+                if (++st->depth > QMP_MAX_NESTING) {
+                    qmp_stream_refuse(st, "JSON nesting depth limit "
+                                          "exceeded");
+                }
             } else if (c == '}' || c == ']') {
                 /* A stray closer at depth 0 is a message of its own that
                  * json-glib rejects. */
@@ -87,6 +180,7 @@ int qmp_stream_feed(QmpStream *st, const char *buf, size_t len,
                 }
             }
         }
+check_size:
         if (st->buf->len > MONITOR_MAX_MESSAGE) {
             st->overflow = true;
             g_string_truncate(st->buf, 0);
