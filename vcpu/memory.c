@@ -351,6 +351,13 @@ static bool access_split(AddressSpace *as, uint64_t addr, unsigned size,
                 end = MIN(end, (uint64_t)0x10000);
             }
             n = (unsigned)(piece_end(as, a, end) - a);
+            /* "end" is exclusive, so when the access wraps past the top
+             * of the space UINT64_MAX stands for 2^64 and the last byte
+             * (a == UINT64_MAX) gets an empty piece: give it its byte,
+             * or this loop never advances. */
+            if (n == 0) {
+                n = 1;
+            }
         }
         while (n > 0) {
             unsigned chunk = n >= 4 ? 4 : n >= 2 ? 2 : 1;

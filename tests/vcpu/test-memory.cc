@@ -301,3 +301,27 @@ TEST_F(AddressSpaceTest, WideAccessCrossingRegionEndIsSplit)
 
     address_space_free(pio);
 }
+
+// An access whose end wraps past the top of a 64-bit space: the last byte
+// (address UINT64_MAX) used to give a piece of 0 bytes, and the split loop
+// never advanced (a vCPU spinning forever).  Every byte is answered once.
+TEST_F(AddressSpaceTest, WideAccessAtTopOfSpaceTerminates)
+{
+    ByteDevice top;
+    ASSERT_NE(add(UINT64_MAX - 0xf, 0x10, &top, &ByteDevice::ops), nullptr);
+    uint64_t v = 0;
+    // Region at the very top: the last byte is its offset 0xf.
+    EXPECT_TRUE(address_space_read(as_, UINT64_MAX - 1, 4, &v));
+    EXPECT_EQ(v & 0xffff, 0x1f1eu);
+    EXPECT_EQ(v >> 16, 0xffffu); // past the top: nobody's
+    EXPECT_TRUE(address_space_write(as_, UINT64_MAX, 8, 0x1122334455667788));
+    ASSERT_FALSE(top.writes.empty());
+    EXPECT_EQ(top.writes.back(), (std::pair<uint64_t, unsigned>{ 0xf, 1 }));
+    EXPECT_EQ(top.values.back(), 0x88u);
+
+    // The same in a gap (no region at the top).
+    AddressSpace *gap = address_space_new("gap", ADDRESS_SPACE_MMIO);
+    EXPECT_FALSE(address_space_read(gap, UINT64_MAX - 2, 8, &v));
+    EXPECT_EQ(v, UINT64_MAX);
+    address_space_free(gap);
+}
