@@ -59,6 +59,34 @@ struct Chardev {
 static void chardev_out_bh(void *opaque);
 static void chardev_in_bh(void *opaque);
 
+/*
+ * The fd for stdout output.  O_NONBLOCK is a flag of the open file
+ * description, which stdout shares with stderr (2>&1), with the shell's
+ * terminal and with whoever else holds the pipe: setting it there would
+ * make our own error messages fail with EAGAIN when the reader is slow,
+ * and stay set for the others if we are killed.  So a pipe, FIFO or
+ * terminal is opened again (/proc/self/fd/1: a new description of the
+ * same object) and only that one is made non-blocking.  A regular file
+ * never blocks and keeps the shared offset.  Where reopening fails (a
+ * socket) the shared description is switched, and restored at the end.
+ */
+static int chardev_open_stdout(bool *close_out)
+{
+    struct stat st;
+
+    *close_out = false;
+    if (fstat(STDOUT_FILENO, &st) < 0 || S_ISREG(st.st_mode)) {
+        return STDOUT_FILENO;
+    }
+    int fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC |
+                                     O_NOCTTY);
+    if (fd < 0) {
+        return STDOUT_FILENO;
+    }
+    *close_out = true;
+    return fd;
+}
+
 Chardev *chardev_new(ChardevBackend backend, const char *path,
                      GError **errp)
 {
@@ -69,7 +97,7 @@ Chardev *chardev_new(ChardevBackend backend, const char *path,
     c->out_old_flags = -1;
     switch (backend) {
     case CHARDEV_STDIO:
-        c->out_fd = STDOUT_FILENO;
+        c->out_fd = chardev_open_stdout(&c->close_out);
         break;
     case CHARDEV_FILE:
         /*
@@ -91,7 +119,7 @@ Chardev *chardev_new(ChardevBackend backend, const char *path,
     case CHARDEV_NULL:
         break;
     }
-    if (c->out_fd >= 0 && !c->close_out) {
+    if (c->out_fd == STDOUT_FILENO) {
         /* Our stdout: non-blocking while we run, restored at the end. */
         int fl = fcntl(c->out_fd, F_GETFL);
         if (fl >= 0 && !(fl & O_NONBLOCK) &&
@@ -322,6 +350,28 @@ void chardev_set_input(Chardev *c, ChardevCanReadFunc *can_read,
 }
 
 /*
+ * A host signal asks us to stop: one that ended the run, or one that came
+ * after another shutdown request (a guest power-off, a debug-exit) won.
+ * The latter is not recorded anywhere (the first request wins), but the
+ * main thread blocks these signals and nothing reads the signalfd while
+ * we drain at exit, so it is still pending.
+ */
+static bool chardev_signalled(void)
+{
+    sigset_t pending;
+
+    if (main_loop_shutdown_requested() == SHUTDOWN_HOST_SIGNAL) {
+        return true;
+    }
+    if (sigpending(&pending) < 0) {
+        return false;
+    }
+    return sigismember(&pending, SIGTERM) == 1 ||
+           sigismember(&pending, SIGINT) == 1 ||
+           sigismember(&pending, SIGHUP) == 1;
+}
+
+/*
  * At exit: write out what is buffered while the reader keeps reading; a
  * reader that takes nothing for CHARDEV_EXIT_DRAIN_MS, or a shutdown by
  * signal, drops the rest (a stalled console must not hold the exit).
@@ -334,8 +384,7 @@ static void chardev_drain_at_exit(Chardev *c)
         size_t n = chardev_write_now(c, c->out_buf->data, c->out_buf->len,
                                      &broken);
         g_byte_array_remove_range(c->out_buf, 0, (guint)n);
-        if (c->out_buf->len == 0 || broken ||
-            main_loop_shutdown_requested() == SHUTDOWN_HOST_SIGNAL) {
+        if (c->out_buf->len == 0 || broken || chardev_signalled()) {
             break;
         }
         struct pollfd pfd = { .fd = c->out_fd, .events = POLLOUT };

@@ -11,7 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "shardvm/chardev.h"
@@ -145,6 +148,87 @@ TEST_F(Chardev_, WriteNeverBlocksAndTakesAtMostTheBound)
         Drain();
     }
     chardev_free(c);
+}
+
+// stdout and stderr are one pipe (2>&1) whose reader is slow.  Output
+// must not block, but O_NONBLOCK must not be set on the description that
+// stderr shares: our own messages ("terminating on signal 15", "serial
+// output lost") would then fail with EAGAIN and vanish, and the flag
+// would stay on the caller's pipe or terminal after a SIGKILL.
+TEST_F(Chardev_, StdoutNonBlockingLeavesStderrBlocking)
+{
+    EXPECT_EXIT(
+        {
+            int p[2];
+            if (pipe(p) < 0 || dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0) {
+                _exit(2);
+            }
+            GError *err = nullptr;
+            Chardev *c = chardev_new(CHARDEV_STDIO, nullptr, &err);
+            if (!c) {
+                _exit(3);
+            }
+            bool stderr_blocking = !(fcntl(2, F_GETFL) & O_NONBLOCK);
+            // Still never blocks: the pipe and the buffer fill, the rest
+            // is refused.
+            std::vector<uint8_t> mib(1 << 20, 'q');
+            size_t took = chardev_write(c, mib.data(), mib.size());
+            bool bounded = took < mib.size();
+            int fl_during = fcntl(1, F_GETFL);
+            // Let chardev_free() write the rest out quickly.
+            if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0) {
+                _exit(4);
+            }
+            char buf[65536];
+            while (read(p[0], buf, sizeof(buf)) > 0) {
+            }
+            for (int pass = 0; pass < 100 && chardev_get_buffered(c) > 0;
+                 pass++) {
+                main_loop_wait(true);
+                while (read(p[0], buf, sizeof(buf)) > 0) {
+                }
+            }
+            chardev_free(c);
+            _exit(!stderr_blocking ? 5 : !bounded ? 6
+                  : (fl_during & O_NONBLOCK) ? 7 : 0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
+// At exit the backlog is written while the reader makes progress; a
+// SIGTERM that comes then (after a guest power-off already asked for the
+// shutdown, so it is not the recorded reason) must end the drain at once
+// instead of waiting for a slow but steady reader to take everything.
+TEST_F(Chardev_, SignalDuringExitDrainDropsTheRest)
+{
+    EXPECT_EXIT(
+        {
+            main_loop_request_shutdown(SHUTDOWN_GUEST);
+            int rd = open(fifo_.c_str(), O_RDONLY | O_NONBLOCK);
+            GError *err = nullptr;
+            Chardev *c = chardev_new(CHARDEV_FILE, fifo_.c_str(), &err);
+            if (rd < 0 || !c) {
+                _exit(2);
+            }
+            std::vector<uint8_t> mib(1 << 20, 'q');
+            size_t took = chardev_write(c, mib.data(), mib.size());
+            fcntl(rd, F_SETFL, 0);
+            // A slow reader: one page at a time, never stalled for long.
+            std::atomic<size_t> got{ 0 };
+            std::thread reader([&] {
+                char page[4096];
+                ssize_t n;
+                while ((n = read(rd, page, sizeof(page))) > 0) {
+                    got += (size_t)n;
+                    usleep(20000);
+                }
+            });
+            kill(getpid(), SIGTERM); // blocked by main_loop_init: pending
+            chardev_free(c);         // closes the FIFO: the reader ends
+            reader.join();
+            _exit(got.load() < took ? 0 : 3);
+        },
+        ::testing::ExitedWithCode(0), "dropped at exit");
 }
 
 // stdin backpressure: the consumer has room for 100 bytes; the rest of
