@@ -698,3 +698,27 @@ TEST_F(Multiboot, ErrorFileSizeAboveMemSizeIsNamed)
 }
 
 } // namespace
+
+// Attack (held): 1000 modules of 0 bytes each load, all inside RAM, none
+// overlapping the list; a command line as large as the RAM is refused
+// with an error, not written past the end.
+TEST_F(Multiboot, ThousandEmptyModulesAndHugeAppend)
+{
+    auto img = MakeElf(false, kLoad, { { kLoad, kLoad, Text(), 0x1000 } });
+    static const uint8_t none[1] = { 0 };
+    std::vector<MultibootModule> mods(1000, MultibootModule{ none, 0, "m" });
+    ASSERT_EQ(Load(img, "", mods), 0) << Message();
+    const uint8_t *mbi = Mbi();
+    ASSERT_EQ(Ld32(mbi + 20), 1000u);
+    const uint8_t *d = At(Ld32(mbi + 24));
+    for (int i = 0; i < 1000; i++) {
+        uint32_t s = Ld32(d + 16 * i), e = Ld32(d + 16 * i + 4);
+        EXPECT_EQ(s, e);
+        EXPECT_LT(s, kRamSize);
+        EXPECT_GE(s, Ld32(mbi + 24) + 16 * 1000u);
+        EXPECT_EQ(Str(Ld32(d + 16 * i + 8)), "m");
+    }
+    std::string big(kRamSize, 'a');
+    EXPECT_EQ(Load(img, big.c_str()), -ERANGE);
+    EXPECT_FALSE(Message().empty());
+}
