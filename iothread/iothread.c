@@ -33,6 +33,9 @@ struct IOThread {
 
     /* Current properties; lock (runtime changes may come from any thread). */
     IOThreadProps props;
+
+    /* Devices serving queues here (iothread_add_user); main thread/BQL. */
+    atomic_int users;
 };
 
 static const IOThreadProps iothread_defaults = {
@@ -252,4 +255,20 @@ int iothread_get_thread_id(IOThread *iot)
     int tid = iot->tid;
     pthread_mutex_unlock(&iot->lock);
     return tid;
+}
+
+void iothread_add_user(IOThread *iot)
+{
+    atomic_fetch_add(&iot->users, 1);
+}
+
+void iothread_del_user(IOThread *iot)
+{
+    int old = atomic_fetch_sub(&iot->users, 1);
+    g_assert(old > 0);
+}
+
+bool iothread_in_use(IOThread *iot)
+{
+    return atomic_load(&iot->users) > 0;
 }

@@ -682,7 +682,10 @@ static int machine_qmp_iothread_del(void *opaque, const char *id,
     if (!t) {
         return -ENOENT;
     }
-    /* TODO(lead, virtio-blk merge): -EBUSY while a device uses it. */
+    if (iothread_in_use(t)) {
+        return shardvm_error_set(errp, -EBUSY, "IOThread '%s' serves a "
+                                 "device's queues", id);
+    }
     g_ptr_array_remove(m->iothreads, t);
     iothread_free(t);
     return 0;

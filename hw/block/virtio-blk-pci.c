@@ -20,12 +20,14 @@ typedef struct VirtIOBlockPCI {
     BlockBackend *backend; /* attached to us (blk_attach_dev) */
     VirtIOBlock *blk;
     VirtIOPCIProxy *proxy;
+    GPtrArray *iothreads;  /* distinct IOThreads serving our queues, each
+                            * counted with iothread_add_user() */
 } VirtIOBlockPCI;
 
 /* One AioContext per queue: its IOThread's, or the main loop's. */
 static AioContext **queue_contexts(const DeviceHost *host,
                                    const VirtIOBlockConfig *cfg,
-                                   GError **errp)
+                                   GPtrArray *iothreads, GError **errp)
 {
     const char **ids = g_new0(const char *, cfg->num_queues);
     AioContext **ctxs = g_new0(AioContext *, cfg->num_queues);
@@ -47,6 +49,9 @@ static AioContext **queue_contexts(const DeviceHost *host,
             break;
         }
         ctxs[i] = iothread_get_aio_context(iot);
+        if (!g_ptr_array_find(iothreads, iot, NULL)) {
+            g_ptr_array_add(iothreads, iot);
+        }
     }
     g_free(ids);
     return ctxs;
@@ -58,6 +63,7 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
     VirtIOBlockConfig cfg;
     VirtIOBlockPCI *d = NULL;
     AioContext **ctxs = NULL;
+    GPtrArray *iothreads = g_ptr_array_new();
     int slot = -1;
 
     virtio_blk_config_init(&cfg);
@@ -79,7 +85,7 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
                           "memory map");
         goto out;
     }
-    ctxs = queue_contexts(host, &cfg, errp);
+    ctxs = queue_contexts(host, &cfg, iothreads, errp);
     if (!ctxs) {
         goto out;
     }
@@ -103,8 +109,17 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
         virtio_blk_free(d->blk);
         blk_detach_dev(blk, d);
         g_clear_pointer(&d, g_free);
+        goto out;
     }
+    /* In use from now on: QMP object-del refuses these IOThreads. */
+    for (guint i = 0; i < iothreads->len; i++) {
+        iothread_add_user(g_ptr_array_index(iothreads, i));
+    }
+    d->iothreads = g_steal_pointer(&iothreads);
 out:
+    if (iothreads) {
+        g_ptr_array_unref(iothreads);
+    }
     g_free(ctxs);
     virtio_blk_config_clear(&cfg);
     return d;
@@ -121,5 +136,9 @@ void virtio_blk_pci_destroy(void *opaque)
     virtio_pci_free(d->proxy);
     virtio_blk_free(d->blk);
     blk_detach_dev(d->backend, d);
+    for (guint i = 0; i < d->iothreads->len; i++) {
+        iothread_del_user(g_ptr_array_index(d->iothreads, i));
+    }
+    g_ptr_array_unref(d->iothreads);
     g_free(d);
 }

@@ -72,6 +72,15 @@ int iothread_get_thread_id(IOThread *iot);
  */
 void iothread_stop(IOThread *iot);
 
+/*
+ * iothread_add_user / iothread_del_user: a device starts / stops serving
+ * queues in @iot's context (counted); iothread_in_use() is true while any
+ * does, and QMP's object-del refuses such an IOThread.  Main thread.
+ */
+void iothread_add_user(IOThread *iot);
+void iothread_del_user(IOThread *iot);
+bool iothread_in_use(IOThread *iot);
+
 /* iothread_free: stop (if needed) and free.  Not from the IOThread. */
 void iothread_free(IOThread *iot);
 

@@ -302,6 +302,7 @@ TEST_F(DevPath, GuestWritesAndReadsThroughPciAndIOThread)
     dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,serial=devpath,"
                   "queue-size=128,addr=5", &err);
     ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    EXPECT_TRUE(iothread_in_use(iot_)) << "object-del must refuse io0 now";
     ASSERT_NO_FATAL_FAILURE(Probe());
     EXPECT_EQ(slot_, 5);
     // Capacity in the device config (sectors).
@@ -425,9 +426,13 @@ TEST_F(DevPath, DriveUsedTwiceIsRefused)
     EXPECT_NE(std::string(err->message).find("already in use"),
               std::string::npos) << err->message;
     g_clear_error(&err);
+    EXPECT_TRUE(iothread_in_use(iot_)) << "the refused device took no share";
     virtio_blk_pci_destroy(dev_);
+    dev_ = nullptr;
+    EXPECT_FALSE(iothread_in_use(iot_)) << "destroy releases io0";
     dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,num-queues=2", &err);
     EXPECT_NE(dev_, nullptr) << (err ? err->message : "");
+    EXPECT_TRUE(iothread_in_use(iot_));
     g_clear_error(&err);
 }
 
