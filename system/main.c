@@ -3,6 +3,7 @@
  * loop until the guest or a signal ends it, tear down in reverse order and
  * exit with QEMU's status conventions (docs/usage.md).
  */
+#include "shardvm/fds.h"
 #include "shardvm/machine.h"
 #include "shardvm/main-loop.h"
 #include "shardvm/options.h"
@@ -97,6 +98,11 @@ int main(int argc, char **argv)
     int status = 1;
     int daemon_fd = -1;
 
+    /* Before anything opens a descriptor: a closed 0/1/2 would be reused
+     * by an epoll, eventfd or disk image, and printf would write there. */
+    if (shardvm_fds_ensure_std() < 0) {
+        return 1;
+    }
     if (options_parse(argc, argv, &o, &err) < 0) {
         report(err);
         options_clear(&o);
