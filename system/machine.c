@@ -253,6 +253,7 @@ static int machine_add_pci(Machine *m, const ShardvmOptions *o,
         .find_drive = machine_find_drive,
         .opaque = m,
         .guest_memory = m->guest_memory,
+        .nr_vcpus = (unsigned)vm_get_nr_vcpus(m->vm),
     };
     for (guint i = 0; i < o->devices->len; i++) {
         DeviceOption *d = g_ptr_array_index(o->devices, i);

@@ -67,6 +67,13 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
     int slot = -1;
 
     virtio_blk_config_init(&cfg);
+    /* QEMU (since 5.2): num-queues defaults to one queue per vCPU, so each
+     * vCPU can submit on its own queue. */
+    if (!g_hash_table_contains(props, "num-queues")) {
+        unsigned n = host->nr_vcpus ? host->nr_vcpus : 1;
+        g_hash_table_insert(props, g_strdup("num-queues"),
+                            g_strdup_printf("%u", n));
+    }
     if (device_props_take_pci_slot(props, &slot, errp) < 0 ||
         virtio_blk_parse_props(props, &cfg, errp) < 0) {
         goto out;

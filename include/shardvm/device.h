@@ -61,6 +61,7 @@ typedef struct DeviceHost {
     BlockBackend *(*find_drive)(void *opaque, const char *id);
     void *opaque;
     GuestMemory *guest_memory; /* the VM's RAM map, for DMA-capable devices */
+    unsigned nr_vcpus;       /* -smp: sizes "auto" queue counts; 0 = 1 */
 } DeviceHost;
 
 /*

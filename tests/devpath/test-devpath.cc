@@ -132,6 +132,7 @@ protected:
         host.find_drive = FindDrive;
         host.opaque = this;
         host.guest_memory = guest_.mem;
+        host.nr_vcpus = nr_vcpus_;
         void *dev = t->create(&host, props, err);
         g_hash_table_unref(props);
         device_option_free(d);
@@ -291,6 +292,7 @@ protected:
     std::string image_;
     void *dev_ = nullptr;
     int slot_ = -1;
+    unsigned nr_vcpus_ = 0;   // DeviceHost.nr_vcpus (-smp) for Create()
     uint64_t common_ = 0, notify_ = 0, devcfg_ = 0, msix_table_ = 0;
     uint32_t mult_ = 0, noff_ = 0;
     unsigned msix_cap_ = 0;
@@ -434,6 +436,30 @@ TEST_F(DevPath, DriveUsedTwiceIsRefused)
     EXPECT_NE(dev_, nullptr) << (err ? err->message : "");
     EXPECT_TRUE(iothread_in_use(iot_));
     g_clear_error(&err);
+}
+
+}  // namespace
+
+namespace {
+
+// QEMU (since 5.2) gives virtio-blk-pci one queue per vCPU unless
+// num-queues says otherwise; the guest reads the count in common config.
+TEST_F(DevPath, NumQueuesDefaultsToTheVcpuCount)
+{
+    GError *err = nullptr;
+    nr_vcpus_ = 3;
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    Probe();
+    EXPECT_EQ(Mmio(common_ + VIRTIO_PCI_COMMON_NUMQ, 2), 3u);
+    virtio_blk_pci_destroy(dev_);
+    dev_ = nullptr;
+    common_ = 0;
+
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,num-queues=2", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    Probe();
+    EXPECT_EQ(Mmio(common_ + VIRTIO_PCI_COMMON_NUMQ, 2), 2u) << "explicit wins";
 }
 
 }  // namespace
