@@ -26,6 +26,7 @@
 //    UNSUPP;
 //  - a device in NEEDS_RESET is reset and works again for later batches.
 #include "../virtio/fake-block.h"
+#include "fuzz-guest.h"
 
 #include "shardvm/aio.h"
 #include "shardvm/rcu.h"
@@ -38,65 +39,11 @@
 #include <cstring>
 #include <vector>
 
+using namespace fuzzguest;
+
 namespace {
 
-#define CHECK(cond, ...)                                          \
-    do {                                                          \
-        if (!(cond)) {                                            \
-            fprintf(stderr, "fuzz-virtio-blk: check failed: %s: ", #cond); \
-            fprintf(stderr, __VA_ARGS__);                         \
-            fprintf(stderr, "\n");                                \
-            abort();                                              \
-        }                                                         \
-    } while (0)
-
-// Guest physical layout: RAM0 (rings, indirect tables) and RAM1 (request
-// buffers) with a hole between them.  Per queue q in RAM0 at q * 0x4000:
-// desc +0, avail +0x1000, used +0x2000, indirect tables +0x3000 (16 x 256).
-constexpr uint64_t kRam0 = 0x10000, kRam0Size = 0x8000;
-constexpr uint64_t kHole = kRam0 + kRam0Size;
-constexpr uint64_t kRam1 = 0x20000, kRam1Size = 0x80000;
 constexpr unsigned kMaxChains = 16;
-
-struct World {
-    uint8_t *ram0, *ram1;
-    GuestMemory *mem;
-    AioContext *ctx;
-};
-
-World *TheWorld()
-{
-    static World *w;
-    if (!w) {
-        w = new World();
-        shardvm_rcu_init();
-        w->ram0 = static_cast<uint8_t *>(aligned_alloc(4096, kRam0Size));
-        w->ram1 = static_cast<uint8_t *>(aligned_alloc(4096, kRam1Size));
-        GuestMemoryRange r[2] = {{kRam0, kRam0Size, w->ram0}, {kRam1, kRam1Size, w->ram1}};
-        w->mem = guest_memory_new(r, 2);
-        w->ctx = aio_context_new(nullptr);
-    }
-    return w;
-}
-
-uint8_t *Hva(uint64_t gpa)
-{
-    World *w = TheWorld();
-    if (gpa >= kRam0 && gpa < kRam0 + kRam0Size) {
-        return w->ram0 + (gpa - kRam0);
-    }
-    CHECK(gpa >= kRam1 && gpa < kRam1 + kRam1Size, "harness gpa 0x%llx", (unsigned long long)gpa);
-    return w->ram1 + (gpa - kRam1);
-}
-
-// [gpa, gpa + len) inside one RAM range.
-bool InRam(uint64_t gpa, uint64_t len)
-{
-    auto in = [&](uint64_t base, uint64_t size) {
-        return gpa >= base && gpa - base < size && len <= size - (gpa - base);
-    };
-    return len && (in(kRam0, kRam0Size) || in(kRam1, kRam1Size));
-}
 
 // ---- per-pass accounting: blk_queue_plug/unplug bracket one handler pass
 // (strong definitions override fake-block.cc's weak ones); virtqueue_pop
@@ -518,10 +465,7 @@ void Harness::Kick()
             event_notifier_set(virtqueue_get_host_notifier(d.vq));
         }
     }
-    unsigned spins = 0;
-    while (aio_poll(w->ctx, false)) {
-        CHECK(++spins < 100000, "the context never goes idle");
-    }
+    RunUntilIdle(w->ctx);
     bool broken = Broken();
     for (Driver &d : drv) {
         uint16_t used_idx = le16toh(__atomic_load_n(
@@ -570,8 +514,7 @@ void Harness::Kick()
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     World *w = TheWorld();
-    memset(w->ram0, 0, kRam0Size);
-    memset(w->ram1, 0, kRam1Size);
+    ClearRam();
     g_bump = kRam1;
     Input in(data, size);
     {
@@ -604,7 +547,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     // Deferred frees of the device's BHs.
-    while (aio_poll(w->ctx, false)) {
-    }
+    RunUntilIdle(w->ctx);
     return 0;
 }
