@@ -3,13 +3,15 @@
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# Debian 12 packages the project needs to build, test and benchmark.
+# Debian 12 packages the project needs to build, test and benchmark
+# (clang + its runtime libraries: the libFuzzer targets, tests/fuzz/).
 SHARDVM_PACKAGES=(
   meson ninja-build pkg-config gcc g++ python3
   libglib2.0-dev liburcu-dev libaio-dev liburing-dev libjson-glib-dev
   googletest libgtest-dev
   libuv1-dev libevent-dev gnuplot-nox
   qemu-system-x86 binutils fio
+  clang libclang-rt-14-dev
 )
 
 # ensure_packages: apt-get install whatever of SHARDVM_PACKAGES is missing.

@@ -87,8 +87,9 @@ struct Machine {
         slot = virtio_pci_plug(proxy, bus, -1, nullptr);
         CHECK(slot > 0, "plug");
         pci = virtio_pci_get_pci(proxy);
-        bar4 = pci_device_bar_address(pci, VIRTIO_PCI_BAR);
-        bar1 = pci_device_bar_address(pci, VIRTIO_PCI_MSIX_BAR);
+        bar4 = pci->bars[VIRTIO_PCI_BAR].mapped_addr;
+        bar1 = pci->bars[VIRTIO_PCI_MSIX_BAR].mapped_addr;
+        CHECK(bar4 != PCI_BAR_UNMAPPED && bar1 != PCI_BAR_UNMAPPED, "BARs not mapped at plug");
         return true;
     }
 
@@ -117,13 +118,15 @@ struct Machine {
         address_space_free(mmio);
     }
 
+    // Where the BARs are mapped now (kept when unmapped: accesses there
+    // then hit nothing, or whatever took the place).
     void TrackBars()
     {
-        uint64_t a = pci_device_bar_address(pci, VIRTIO_PCI_BAR);
+        uint64_t a = pci->bars[VIRTIO_PCI_BAR].mapped_addr;
         if (a != PCI_BAR_UNMAPPED) {
             bar4 = a;
         }
-        a = pci_device_bar_address(pci, VIRTIO_PCI_MSIX_BAR);
+        a = pci->bars[VIRTIO_PCI_MSIX_BAR].mapped_addr;
         if (a != PCI_BAR_UNMAPPED) {
             bar1 = a;
         }
@@ -157,8 +160,7 @@ struct Machine {
     {
         MmioWrite(bar4 + VIRTIO_PCI_COMMON_OFFSET + off, size, v);
         if (off == VIRTIO_PCI_COMMON_STATUS && uint8_t(v) == 0 &&
-            pci_device_bar_address(pci, VIRTIO_PCI_BAR) == bar4 &&
-            (pci_config_read(pci, PCI_COMMAND, 2) & PCI_COMMAND_MEMORY)) {
+            pci->bars[VIRTIO_PCI_BAR].mapped_addr == bar4) {
             uint64_t st = 0;
             address_space_read(mmio, bar4 + VIRTIO_PCI_COMMON_STATUS, 1, &st);
             CHECK(st == 0, "status %llu after reset", (unsigned long long)st);
