@@ -13,7 +13,11 @@
 // The queue context is a private AioContext polled here (no IOThread), the
 // block layer the RAM disk of tests/virtio/fake-block.cc whose completions
 // are one-shot BHs, so running the context until it makes no progress
-// completes everything a batch started, deterministically.
+// completes everything a batch started, deterministically.  Built with
+// -DFUZZ_REAL_BLOCK (target fuzz-virtio-blk-io) it runs on the real block
+// layer instead: null-co / null-aio, or the file driver with aio=threads or
+// io_uring on a temporary image, waiting (aio_poll blocking) until nothing
+// is in flight.
 //
 // Checked after every batch (abort() = a crash libFuzzer keeps):
 //  - nothing outside guest memory is touched: RAM is two exactly-sized
@@ -25,7 +29,12 @@
 //    the chain's writable bytes, and its status byte is OK, IOERR or
 //    UNSUPP;
 //  - a device in NEEDS_RESET is reset and works again for later batches.
+#ifdef FUZZ_REAL_BLOCK
+#include "shardvm/block.h"
+#include <unistd.h>
+#else
 #include "../virtio/fake-block.h"
+#endif
 #include "fuzz-guest.h"
 
 #include "shardvm/aio.h"
@@ -46,8 +55,9 @@ namespace {
 constexpr unsigned kMaxChains = 16;
 
 // ---- per-pass accounting: blk_queue_plug/unplug bracket one handler pass
-// (strong definitions override fake-block.cc's weak ones); virtqueue_pop
-// is wrapped at link time (-Wl,--wrap=virtqueue_pop).
+// (strong definitions override fake-block.cc's weak ones; on the real
+// block layer they are wrapped at link time); virtqueue_pop is wrapped at
+// link time (-Wl,--wrap=virtqueue_pop).
 
 unsigned g_pass_pops;
 bool g_in_pass;
@@ -66,24 +76,61 @@ extern "C" VirtQueueElement *__wrap_virtqueue_pop(VirtQueue *vq)
     return e;
 }
 
-extern "C" void blk_queue_plug(BlockQueue *q)
+namespace {
+
+unsigned g_plug_depth;
+
+void PassBegin()
 {
-    if (q->plug++ == 0) {
+    if (g_plug_depth++ == 0) {
         CHECK(!g_in_pass, "nested pass");
         g_in_pass = true;
         g_pass_pops = 0;
     }
 }
 
-extern "C" void blk_queue_unplug(BlockQueue *q)
+void PassEnd()
 {
-    CHECK(q->plug > 0, "unplug without plug");
-    if (--q->plug == 0) {
+    CHECK(g_plug_depth > 0, "unplug without plug");
+    if (--g_plug_depth == 0) {
         CHECK(g_pass_pops <= g_queue_size, "one pass popped %u heads, queue size %u",
               g_pass_pops, g_queue_size);
         g_in_pass = false;
     }
 }
+
+}  // namespace
+
+#ifdef FUZZ_REAL_BLOCK
+// The real block layer: plug/unplug wrapped at link time too.
+extern "C" void __real_blk_queue_plug(BlockQueue *q);
+extern "C" void __real_blk_queue_unplug(BlockQueue *q);
+
+extern "C" void __wrap_blk_queue_plug(BlockQueue *q)
+{
+    PassBegin();
+    __real_blk_queue_plug(q);
+}
+
+extern "C" void __wrap_blk_queue_unplug(BlockQueue *q)
+{
+    __real_blk_queue_unplug(q);
+    PassEnd();
+}
+#else
+extern "C" void blk_queue_plug(BlockQueue *q)
+{
+    q->plug++;
+    PassBegin();
+}
+
+extern "C" void blk_queue_unplug(BlockQueue *q)
+{
+    CHECK(q->plug > 0, "unplug without plug");
+    q->plug--;
+    PassEnd();
+}
+#endif
 
 namespace {
 
@@ -155,6 +202,51 @@ uint64_t Alloc(uint64_t len)
     return g;
 }
 
+#ifdef FUZZ_REAL_BLOCK
+// One image file for every input (resized to the disk size): the file
+// driver with aio=threads or io_uring, or null-co / null-aio.
+const char *ImagePath()
+{
+    static char path[64];
+    if (!path[0]) {
+        snprintf(path, sizeof(path), "/tmp/shardvm-fuzz-%d.img", int(getpid()));
+        atexit([] { unlink(ImagePath()); });
+    }
+    return path;
+}
+
+BlockBackend *OpenBackend(Input &in, uint64_t size, bool ro)
+{
+    static const char *const kDrives[] = {
+        "driver=null-co,read-zeroes=on", "driver=null-aio,read-zeroes=on",
+        "driver=file,aio=threads,locking=off", "driver=file,aio=io_uring,locking=off",
+    };
+    unsigned kind = in.fdp.ConsumeIntegralInRange<unsigned>(0, 3);
+    char *arg;
+    if (kind >= 2) {
+        FILE *f = fopen(ImagePath(), "w");
+        CHECK(f && ftruncate(fileno(f), off_t(size)) == 0, "image");
+        fclose(f);
+        arg = g_strdup_printf("%s,file=%s,id=fz%s", kDrives[kind], ImagePath(),
+                              ro ? ",readonly=on" : "");
+    } else {
+        arg = g_strdup_printf("%s,size=%llu,id=fz%s", kDrives[kind], (unsigned long long)size,
+                              ro ? ",readonly=on" : "");
+    }
+    BlockOptions o = {};
+    GError *err = nullptr;
+    BlockBackend *blk = nullptr;
+    if (block_parse_drive(arg, &o, &err) == 0) {
+        blk = blk_open(&o, &err);
+    }
+    // io_uring may be refused by the host: no input, skip.
+    g_clear_error(&err);
+    block_options_clear(&o);
+    g_free(arg);
+    return blk;
+}
+#endif
+
 class Harness {
 public:
     BlockBackend *blk = nullptr;
@@ -173,8 +265,10 @@ public:
             virtio_blk_free(s);
         }
         if (blk) {
+#ifndef FUZZ_REAL_BLOCK
             CHECK(blk->queues.load() == 0, "block queues left");
             CHECK(blk->wrong_thread.load() == 0, "request outside the queue's thread");
+#endif
             blk_unref(blk);
         }
         virtio_blk_config_clear(&cfg);
@@ -198,10 +292,17 @@ public:
             cfg.serial = g_strdup("fuzz-serial-0123456789");
         }
         disk_sectors = 8 * in.fdp.ConsumeIntegralInRange<uint64_t>(1, 64);
+#ifdef FUZZ_REAL_BLOCK
+        blk = OpenBackend(in, disk_sectors * 512, (opts & 0xe0) == 0xe0);
+        if (!blk) {
+            return false;
+        }
+#else
         blk = fake_blk_new(disk_sectors * 512, (opts & 0xe0) == 0xe0);
         if ((opts & 0xe0) == 0xc0) {
             blk->fail = -EIO;
         }
+#endif
         std::vector<AioContext *> ctxs(cfg.num_queues, w->ctx);
         GError *err = nullptr;
         s = virtio_blk_new(&cfg, blk, ctxs.data(), w->mem, &err);
@@ -466,6 +567,20 @@ void Harness::Kick()
         }
     }
     RunUntilIdle(w->ctx);
+#ifdef FUZZ_REAL_BLOCK
+    // File I/O completes from worker threads / the kernel: wait for it.
+    for (;;) {
+        unsigned inflight = 0;
+        for (Driver &d : drv) {
+            inflight += virtqueue_in_flight(d.vq);
+        }
+        if (!inflight) {
+            break;
+        }
+        aio_poll(w->ctx, true);
+    }
+    RunUntilIdle(w->ctx);
+#endif
     bool broken = Broken();
     for (Driver &d : drv) {
         uint16_t used_idx = le16toh(__atomic_load_n(

@@ -38,13 +38,17 @@ F_INDIRECT, F_EVENT_IDX = 1 << 28, 1 << 29
 F_FLUSH, F_DISCARD, F_WZ = 1 << 9, 1 << 13, 1 << 14
 
 
-def blk_seed(max_log2, drv_log2, nq, opts, sectors8, features, chains):
+def blk_seed(max_log2, drv_log2, nq, opts, sectors8, features, chains, io=None):
+    """io: None for fuzz-virtio-blk; for fuzz-virtio-blk-io the backend
+    (0 null-co, 1 null-aio, 2 file aio=threads, 3 file aio=io_uring)."""
     f = Fdp()
     f.rng(1, 8, max_log2)
     f.rng(1, max_log2, drv_log2)
     f.rng(1, 2, nq)
     f.u8(opts)
     f.rng(1, 64, sectors8)
+    if io is not None:
+        f.rng(0, 3, io)
     f.u64(features)
     ds = 8 * sectors8
     for c in chains:
@@ -82,6 +86,8 @@ def blk_seed(max_log2, drv_log2, nq, opts, sectors8, features, chains):
 def write_blk():
     d = 'fuzz-virtio-blk'
     os.makedirs(d, exist_ok=True)
+    dio = 'fuzz-virtio-blk-io'
+    os.makedirs(dio, exist_ok=True)
     rw = [(0, OUT, 8, [2048, 2048], False, False), (0, IN, 8, [512, 1536, 2048], False, True),
           (0, FLUSH, 0, [], False, True), (0, GET_ID, 0, [20], False, True)]
     seeds = {
@@ -108,6 +114,15 @@ def write_blk():
     }
     for name, data in seeds.items():
         open(os.path.join(d, name), 'wb').write(data)
+    mix = rw + [(0, DISCARD, 0, [], False, False), (0, WZ, 8, [], False, True)]
+    feats = F_FLUSH | F_DISCARD | F_WZ | F_INDIRECT
+    for io, name in enumerate(['null-co', 'null-aio', 'file-threads', 'file-io-uring']):
+        open(os.path.join(dio, name), 'wb').write(
+            blk_seed(8, 8, 1, 0x13, 64, feats, mix, io=io))
+    open(os.path.join(dio, 'file-two-queues-eventidx'), 'wb').write(
+        blk_seed(4, 4, 2, 0x03, 16, feats | F_EVENT_IDX,
+                 [(0, OUT, 1, [512], False, False), (1, IN, 1, [512], False, False),
+                  (0, FLUSH, 0, [], False, False), (1, WZ, 8, [], False, True)], io=3))
 
 
 # ---- fuzz-virtio-pci ------------------------------------------------------
