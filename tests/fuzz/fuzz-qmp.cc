@@ -4,12 +4,15 @@
 // tests/qmp (real IOThreads for object-add, at most 4 per input).
 //
 // The input is split into chunks fed one by one (a 0xff byte ends a chunk,
-// so messages arrive cut anywhere).  Inputs starting with 'N' first send
-// qmp_capabilities, so the fuzzer reaches the commands at once.
+// so messages arrive cut anywhere).  Inputs starting with 'W' and a count
+// byte have the peer go away after (count % 8) output writes.  Inputs
+// (then) starting with 'N' first send qmp_capabilities, so the fuzzer
+// reaches the commands at once.
 //
 // Checked: no crash or sanitizer report; every output line ends in "\r\n"
 // and is a JSON object with exactly one of QMP / return / error / event;
-// an error has a class and a description.
+// an error has a class and a description; a feed during which a write
+// failed reports an error.
 #include "../qmp/qmp-test.h"
 #include "fuzz-guest.h"   // CHECK()
 
@@ -19,11 +22,21 @@ namespace {
 
 struct Out {
     std::string buf;
+    int writes_left = -1;   // >= 0: the peer goes away after that many
+    bool failed = false;
 };
 
 int Write(void *opaque, const char *buf, size_t len)
 {
-    static_cast<Out *>(opaque)->buf.append(buf, len);
+    auto *o = static_cast<Out *>(opaque);
+    if (o->writes_left == 0) {
+        o->failed = true;
+        return -EPIPE;
+    }
+    if (o->writes_left > 0) {
+        o->writes_left--;
+    }
+    o->buf.append(buf, len);
     return 0;
 }
 
@@ -70,6 +83,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     FakeVm vm;
     Out out;
+    if (size >= 2 && data[0] == 'W') {
+        out.writes_left = data[1] % 8;
+        data += 2;
+        size -= 2;
+    }
     Monitor *mon = monitor_new(Backend(), &vm);
     QmpSession *s = qmp_session_new(mon, Write, &out);
     CheckLines(out);
@@ -84,7 +102,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t start = 0;
     for (size_t i = 0; i <= size && ret == 0; i++) {
         if (i == size || data[i] == 0xff) {
+            bool failed_before = out.failed;
             ret = qmp_session_feed(s, reinterpret_cast<const char *>(data + start), i - start);
+            CHECK(failed_before || !out.failed || ret < 0, "a write failed, feed returned %d", ret);
             CheckLines(out);
             start = i + 1;
         }

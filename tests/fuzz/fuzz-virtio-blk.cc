@@ -207,9 +207,9 @@ uint64_t Alloc(uint64_t len)
 // driver with aio=threads or io_uring, or null-co / null-aio.
 const char *ImagePath()
 {
-    static char path[64];
+    static char path[4096];
     if (!path[0]) {
-        snprintf(path, sizeof(path), "/tmp/shardvm-fuzz-%d.img", int(getpid()));
+        snprintf(path, sizeof(path), "%s/shardvm-fuzz-%d.img", g_get_tmp_dir(), int(getpid()));
         atexit([] { unlink(ImagePath()); });
     }
     return path;
