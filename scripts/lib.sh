@@ -73,13 +73,15 @@ fuzz_build() {
 # LeakSanitizer still checks the whole run at exit.  -close_fd_mask=2:
 # virtio_error() logs every broken device; libFuzzer's report still shows.
 fuzz_run() {
-  local t=$1 secs=$2 d="$TOP/$FUZZ_DIR" log cov; shift 2
+  local t=$1 secs=$2 d="$TOP/$FUZZ_DIR" log cov dict=(); shift 2
+  # tests/fuzz/TARGET.dict: tokens (option names, commands) to splice in.
+  [ -f "$TOP/tests/fuzz/$t.dict" ] && dict=(-dict="$TOP/tests/fuzz/$t.dict")
   mkdir -p "$d/fuzz-corpus/$t" "$d/fuzz-crashes" "$d/fuzz-logs"
   log="$d/fuzz-logs/$t.log"
   if ASAN_OPTIONS=abort_on_error=0:halt_on_error=1 \
      "$d/tests/fuzz/$t" -max_total_time="$secs" -timeout=10 \
        -rss_limit_mb=3072 -close_fd_mask=2 -print_final_stats=1 -detect_leaks=0 \
-       -artifact_prefix="$d/fuzz-crashes/$t-" "$@" \
+       -artifact_prefix="$d/fuzz-crashes/$t-" "${dict[@]}" "$@" \
        "$d/fuzz-corpus/$t" "$TOP/tests/fuzz/corpus/$t" >"$log" 2>&1; then
     cov=$(grep -o 'DONE *cov: [0-9]* ft: [0-9]* corp: [0-9]*' "$log" | tail -1 | sed 's/DONE *//')
     echo "fuzz $t: OK, $(grep -o 'number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$') inputs in $secs s ($cov)"
