@@ -41,7 +41,11 @@
 #include "shardvm/rcu.h"
 #include "shardvm/virtio-blk.h"
 
+#ifdef FUZZ_FDP_H
+#include FUZZ_FDP_H  // gcc replay builds: clang's header by path
+#else
 #include <fuzzer/FuzzedDataProvider.h>
+#endif
 
 #include <cstdio>
 #include <cstdlib>

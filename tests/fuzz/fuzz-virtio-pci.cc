@@ -23,7 +23,11 @@
 #include "shardvm/virtio-blk.h"
 #include "shardvm/virtio-pci.h"
 
+#ifdef FUZZ_FDP_H
+#include FUZZ_FDP_H  // gcc replay builds: clang's header by path
+#else
 #include <fuzzer/FuzzedDataProvider.h>
+#endif
 
 #include <vector>
 
