@@ -724,6 +724,120 @@ TEST_F(Hostile, SectorRangesPastTheEndFailWithIoerr)
 }
 
 
+// ---- edges of the legal -----------------------------------------------
+
+// Queue sizes 1 and 2 are powers of two: a size-1 queue cannot hold a
+// request (two descriptors at least), a size-2 one holds exactly one.
+TEST_F(Hostile, TinyQueueSizes)
+{
+    RunCase([&] {
+        for (uint16_t size : { 1, 2 }) {
+            a.SetStatus(0);
+            a.SetStatus(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+            a.SetMmio(a.common + VIRTIO_PCI_COMMON_GFSELECT, 4, 1);
+            a.SetMmio(a.common + VIRTIO_PCI_COMMON_GF, 4, 1);
+            a.SetStatus(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                        VIRTIO_STATUS_FEATURES_OK);
+            memset(guest.hva(a.ring_gpa), 0, 0x3000);
+            a.ring = vtest::Ring();
+            a.ring.g = &guest;
+            a.ring.n = size;
+            a.ring.desc = a.ring_gpa;
+            a.ring.avail = a.ring_gpa + 0x1000;
+            a.ring.used = a.ring_gpa + 0x2000;
+            a.SelectQueue(0);
+            a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_SIZE, 2, size);
+            ASSERT_EQ(a.Mmio(a.common + VIRTIO_PCI_COMMON_Q_SIZE, 2), size);
+            a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_DESCLO, 4, a.ring.desc);
+            a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_AVAILLO, 4, a.ring.avail);
+            a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_USEDLO, 4, a.ring.used);
+            a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1);
+            a.SetStatus(15);
+            ASSERT_EQ(a.Status(), 15u);
+            uint64_t st = StatusBuf();
+            uint16_t before = a.ring.UsedIdx();
+            a.ring.AddChain({ { Hdr(VIRTIO_BLK_T_FLUSH, 0), 16, false }, { st, 1, true } });
+            a.Kick();
+            if (size == 1) {
+                ExpectBroken(a, before);
+            } else {
+                ASSERT_TRUE(a.WaitUsed(before));
+                EXPECT_EQ(*(uint8_t *)guest.hva(st), VIRTIO_BLK_S_OK);
+                ExpectRunning(a);
+            }
+        }
+    });
+}
+
+// Data lengths that are not whole sectors: IOERR, not a partial transfer.
+TEST_F(Hostile, PartialSectorLengthsFailWithIoerr)
+{
+    RunCase([&] {
+        uint64_t buf = a.Alloc(1024);
+        EXPECT_EQ(a.Request(VIRTIO_BLK_T_IN, 0, buf, 100, true), VIRTIO_BLK_S_IOERR);
+        EXPECT_EQ(a.Request(VIRTIO_BLK_T_OUT, 0, buf, 513, false), VIRTIO_BLK_S_IOERR);
+        ExpectRunning(a);
+    });
+}
+
+// Only queue 1 of A's two is set up (queue 0 left disabled): queue 1
+// serves, kicks of queue 0 are ignored.
+TEST_F(Hostile, OnlyTheSecondQueueSetUp)
+{
+    RunCase([&] {
+        a.SetStatus(0);
+        a.SetStatus(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+        a.SetMmio(a.common + VIRTIO_PCI_COMMON_GFSELECT, 4, 1);
+        a.SetMmio(a.common + VIRTIO_PCI_COMMON_GF, 4, 1);
+        a.SetStatus(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                    VIRTIO_STATUS_FEATURES_OK);
+        memset(guest.hva(a.ring_gpa), 0, 0x3000);
+        a.ring = vtest::Ring();
+        a.ring.g = &guest;
+        a.ring.n = kQueueSize;
+        a.ring.desc = a.ring_gpa;
+        a.ring.avail = a.ring_gpa + 0x1000;
+        a.ring.used = a.ring_gpa + 0x2000;
+        a.SelectQueue(1);
+        a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_SIZE, 2, kQueueSize);
+        a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_DESCLO, 4, a.ring.desc);
+        a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_AVAILLO, 4, a.ring.avail);
+        a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_USEDLO, 4, a.ring.used);
+        a.SetMmio(a.common + VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1);
+        a.SetStatus(15);
+        uint64_t st = StatusBuf();
+        uint16_t before = a.ring.UsedIdx();
+        a.ring.AddChain({ { Hdr(VIRTIO_BLK_T_FLUSH, 0), 16, false }, { st, 1, true } });
+        a.Kick(0);
+        a.Kick(1);
+        ASSERT_TRUE(a.WaitUsed(before));
+        EXPECT_EQ(*(uint8_t *)guest.hva(st), VIRTIO_BLK_S_OK);
+        ExpectRunning(a);
+    });
+}
+
+// BARs moved onto the interrupt controllers (the IOAPIC, the LAPIC/MSI
+// window): not decoded, and back.
+TEST_F(Hostile, BarsMovedOntoTheInterruptControllers)
+{
+    RunCase([&] {
+        uint32_t bar1 = Cfg(a.slot, 0x14, 4);
+        uint32_t lo = Cfg(a.slot, 0x20, 4), hi = Cfg(a.slot, 0x24, 4);
+        SetCfg(a.slot, 0x14, 4, 0xfee00000);
+        SetCfg(a.slot, 0x24, 4, 0);
+        SetCfg(a.slot, 0x20, 4, 0xfec00000 | (lo & 0xf));
+        uint64_t v = 0;
+        address_space_read(mmio, 0xfec00000 + VIRTIO_PCI_COMMON_NUMQ, 2, &v);
+        EXPECT_EQ(v, 0xffffu) << "BAR 4 decoded over the IOAPIC";
+        address_space_read(mmio, 0xfee00000, 4, &v);
+        EXPECT_EQ(v, 0xffffffffu) << "BAR 1 decoded over the LAPIC";
+        SetCfg(a.slot, 0x14, 4, bar1);
+        SetCfg(a.slot, 0x20, 4, lo);
+        SetCfg(a.slot, 0x24, 4, hi);
+        EXPECT_TRUE(a.Verify(11));
+    });
+}
+
 // ---- races a guest can start -------------------------------------------
 
 // A reset while a queue's worth of requests is in flight: the reset waits
