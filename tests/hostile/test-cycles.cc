@@ -12,6 +12,21 @@
 namespace hostile {
 namespace {
 
+// 1,000 as issue 13 asks (plain and ASan builds: 2-5 s); TSan's ~4x
+// slowdown would make that ~8 s, so it runs a quarter of them (the races
+// are the same in every cycle).
+#if defined(__SANITIZE_THREAD__)
+constexpr unsigned kCycles = 250;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr unsigned kCycles = 250;
+#else
+constexpr unsigned kCycles = 1000;
+#endif
+#else
+constexpr unsigned kCycles = 1000;
+#endif
+
 unsigned OpenFds()
 {
     unsigned n = 0;
@@ -76,10 +91,10 @@ TEST_F(Cycles, ThousandIOThreadAndDeviceLifecycles)
     ASSERT_NO_FATAL_FAILURE(Cycle(1));
     unsigned fds = OpenFds();
     size_t routes = vm.routes.size();
-    for (unsigned i = 2; i <= 1000; i++) {
+    for (unsigned i = 2; i <= kCycles; i++) {
         ASSERT_NO_FATAL_FAILURE(Cycle(i));
     }
-    EXPECT_EQ(OpenFds(), fds) << "file descriptors leaked over 1,000 cycles";
+    EXPECT_EQ(OpenFds(), fds) << "file descriptors leaked over " << kCycles << " cycles";
     EXPECT_EQ(vm.routes.size(), routes) << "MSI routes leaked";
     EXPECT_TRUE(vm.routes.empty());
     EXPECT_TRUE(vm.ioeventfds.empty()) << "ioeventfds left behind";

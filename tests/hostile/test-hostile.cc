@@ -665,6 +665,37 @@ TEST_F(Hostile, BarsMovedOntoAnotherDevicesBars)
     });
 }
 
+// A's BAR 4 parked on B's (not decoded), then B moves away: A appears at
+// B's old address in the same update that moves B.  A's notify ioeventfd
+// must be registered there, which KVM refuses (-EEXIST, as the fake does)
+// while B's is still on that address: the devices must hear about the BAR
+// that left before the one that arrived.  No verifier here: B's own
+// driver is the one moving B.
+TEST_F(Hostile, BarTakingOverAnAddressGetsItsIoeventfd)
+{
+    ASSERT_EQ(a.Start(), 15u);
+    const uint64_t kNotify = 0x3000; // the notify area in BAR 4
+    uint32_t a_lo = Cfg(a.slot, 0x20, 4), b_lo = Cfg(b.slot, 0x20, 4);
+    ASSERT_EQ(Cfg(a.slot, 0x24, 4), Cfg(b.slot, 0x24, 4)) << "same high dword";
+    uint64_t y = b.bar4, z = b.bar4 + 0x100000;
+    EXPECT_EQ(vm.ioeventfds.count(a.bar4 + kNotify), 1u);
+    EXPECT_EQ(vm.ioeventfds.count(y + kNotify), 1u);
+    SetCfg(a.slot, 0x20, 4, b_lo);               // A onto B: not decoded
+    EXPECT_EQ(vm.ioeventfds.count(a.bar4 + kNotify), 0u);
+    SetCfg(b.slot, 0x20, 4, (uint32_t)z | (b_lo & 0xf)); // B leaves: A appears
+    EXPECT_EQ(vm.ioeventfds.count(z + kNotify), 1u) << "B's ioeventfd moved";
+    EXPECT_EQ(vm.ioeventfds.count(y + kNotify), 1u) << "A's ioeventfd at B's old place";
+    EXPECT_EQ(vm.ioeventfds.size(), 2u);
+    // Both back where they were; both still work.
+    SetCfg(a.slot, 0x20, 4, a_lo);
+    SetCfg(b.slot, 0x20, 4, b_lo);
+    EXPECT_EQ(vm.ioeventfds.count(a.bar4 + kNotify), 1u);
+    EXPECT_EQ(vm.ioeventfds.count(y + kNotify), 1u);
+    EXPECT_EQ(vm.ioeventfds.size(), 2u);
+    EXPECT_TRUE(a.Verify(20));
+    EXPECT_TRUE(b.Verify(21));
+}
+
 // ---- requests past the end ----------------------------------------------
 
 TEST_F(Hostile, SectorRangesPastTheEndFailWithIoerr)
