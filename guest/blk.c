@@ -2,6 +2,7 @@
  * blk: virtio-blk load generator and data-integrity checker (docs/guest.md).
  *
  *   mode=randread|randwrite|rw|flush|verify|verify-read  bs=4096 qd=1
+ *   (mode=hostile case=N: misbehaving-driver cases, blk-hostile.c)
  *   seconds=N | count=N  queues=N  disk=N  seed=N  rwmix=50  flush_every=2
  *
  * Each queue is driven by its own vCPU (queue i by vCPU i), polling.  One
@@ -16,6 +17,7 @@
  * missing or cannot be started.
  */
 #include "bench.h"
+#include "blk-hostile.h"
 #include "guest.h"
 #include "mem.h"
 #include "virtio-blk.h"
@@ -472,6 +474,9 @@ int guest_main(void)
     unsigned ran;
     int r;
 
+    if (!strcmp(cmdline_str("mode", ""), "hostile")) {
+        return blk_hostile_main();
+    }
     if (!blk_parse()) {
         return 2;
     }

@@ -11,11 +11,14 @@
 #define VBLK_CFG_BLK_SIZE       0x14
 #define VBLK_CFG_NUM_QUEUES     0x22
 
+uint64_t vblk_extra_features;
+
 static int vblk_start(struct vblk *b, unsigned disk)
 {
     uint64_t want = (1ull << VIRTIO_BLK_F_SIZE_MAX) | (1ull << VIRTIO_BLK_F_SEG_MAX) |
                     (1ull << VIRTIO_BLK_F_RO) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |
-                    (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_MQ);
+                    (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_MQ) |
+                    vblk_extra_features;
     int r = vpci_find(VIRTIO_ID_BLOCK, disk, &b->pci);
 
     if (r < 0) {

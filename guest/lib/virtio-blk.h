@@ -75,6 +75,13 @@ struct vblk {
  */
 int vblk_open(struct vblk *b, unsigned disk, unsigned queues, unsigned qd, uint32_t bs);
 
+/*
+ * vblk_extra_features: feature bits vblk_open() also asks for, when the
+ * device offers them (0 by default; blk mode=hostile sets INDIRECT_DESC
+ * for its indirect-table cases).  BSP only, before vblk_open().
+ */
+extern uint64_t vblk_extra_features;
+
 /* vblk_data: the data buffer of @slot. */
 static inline void *vblk_data(struct vblk_queue *q, unsigned slot)
 {

@@ -79,6 +79,14 @@ void pci_bus_update_mappings(PCIBus *bus)
             pci_device_map_wanted(bus->slots[s]);
         }
     }
+    /* What left an address first, on every device: a device appearing
+     * where another just left must not meet its ioeventfds (KVM refuses a
+     * second one on an address: -EEXIST). */
+    for (unsigned s = 0; s < PCI_NUM_SLOTS; s++) {
+        if (bus->slots[s]) {
+            pci_device_report_left(bus->slots[s], old[s]);
+        }
+    }
     for (unsigned s = 0; s < PCI_NUM_SLOTS; s++) {
         if (bus->slots[s]) {
             pci_device_report_mapped(bus->slots[s], old[s]);

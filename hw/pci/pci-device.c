@@ -180,6 +180,18 @@ void pci_device_map_wanted(PCIDevice *d)
     }
 }
 
+void pci_device_report_left(PCIDevice *d, const uint64_t old[PCI_NUM_BARS])
+{
+    for (unsigned i = 0; i < PCI_NUM_BARS; i++) {
+        uint64_t now = d->bars[i].mapped_addr;
+        if (d->bars[i].size && old[i] != PCI_BAR_UNMAPPED &&
+            now != PCI_BAR_UNMAPPED && now != old[i] &&
+            d->ops && d->ops->bar_mapped) {
+            d->ops->bar_mapped(d, i, PCI_BAR_UNMAPPED);
+        }
+    }
+}
+
 void pci_device_report_mapped(PCIDevice *d, const uint64_t old[PCI_NUM_BARS])
 {
     for (unsigned i = 0; i < PCI_NUM_BARS; i++) {

@@ -185,7 +185,10 @@ typedef struct PCIDeviceOps {
     /* After the default read: may replace @value (little endian). */
     uint32_t (*config_read)(PCIDevice *d, uint32_t addr, uint32_t value,
                             unsigned len);
-    /* BAR @bar was mapped at @addr, or unmapped (PCI_BAR_UNMAPPED). */
+    /* BAR @bar was mapped at @addr, or unmapped (PCI_BAR_UNMAPPED).  A
+     * BAR moved from one address to another is reported twice, unmapped
+     * then mapped: every device on the bus hears of what left an address
+     * before any hears of what arrived (pci_bus_update_mappings). */
     void (*bar_mapped)(PCIDevice *d, unsigned bar, uint64_t addr);
 } PCIDeviceOps;
 

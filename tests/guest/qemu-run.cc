@@ -91,20 +91,26 @@ static double now_s()
 QemuRun qemu_run(const std::string &elf, const std::string &append,
                  const std::vector<std::string> &extra, int timeout_s)
 {
-    QemuRun r;
     std::string qemu = env_path("SHARDVM_QEMU");
     std::vector<std::string> args = {
         qemu, "-cpu", "qemu64", "-m", "256M", "-nographic",
         "-no-reboot", "-kernel", elf, "-append", append,
         "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
     };
-    std::vector<char *> argv;
-    int fds[2], status;
-    pid_t pid;
 
     std::vector<std::string> accel = qemu_accel();
     args.insert(args.begin() + 1, accel.begin(), accel.end());
     args.insert(args.end(), extra.begin(), extra.end());
+    return child_run(args, timeout_s);
+}
+
+QemuRun child_run(const std::vector<std::string> &args, int timeout_s)
+{
+    QemuRun r;
+    std::vector<char *> argv;
+    int fds[2], status;
+    pid_t pid;
+
     for (auto &a : args) {
         argv.push_back(const_cast<char *>(a.c_str()));
     }

@@ -39,4 +39,8 @@ std::string env_path(const char *name);
 QemuRun qemu_run(const std::string &elf, const std::string &append,
                  const std::vector<std::string> &extra, int timeout_s);
 
+// Run @args (a program and its arguments: QEMU, or build/shardvm) the
+// same way: output collected, killed after @timeout_s seconds.
+QemuRun child_run(const std::vector<std::string> &args, int timeout_s);
+
 #endif
