@@ -36,6 +36,7 @@ struct Machine {
     GArray *devices;         /* MachineDevice, in command-line order */
     GPtrArray *drives;       /* BlockBackend *, -drive/-blockdev order */
     GuestMemory *guest_memory; /* RAM map for virtio (RCU-published) */
+    unsigned anon_devices;   /* -device without id= so far (qdev names) */
 
     /* The first of debug-exit, vCPU stop and host stop: one atomic word,
      * written by vCPU threads and the main loop (first writer wins). */
@@ -164,6 +165,10 @@ static int machine_add_serial(Machine *m, const ShardvmOptions *o,
 typedef struct MachineDevice {
     const DeviceType *type;
     void *dev;
+    /* QOM path QMP reports as "qdev" (QEMU's spelling):
+     * /machine/peripheral/ID/virtio-backend with id=, else
+     * /machine/peripheral-anon/device[N]/virtio-backend. */
+    char *qdev;
 } MachineDevice;
 
 static IOThread *machine_find_iothread(void *opaque, const char *id)
@@ -278,6 +283,23 @@ static int machine_add_pci(Machine *m, const ShardvmOptions *o,
     return 0;
 }
 
+static bool machine_device_is_vblk(const MachineDevice *md)
+{
+    return md->type->create == virtio_blk_pci_create;
+}
+
+static char *machine_device_qdev(Machine *m, const MachineDevice *md)
+{
+    const char *id = machine_device_is_vblk(md) ?
+                     virtio_blk_pci_get_id(md->dev) : NULL;
+    if (id) {
+        return g_strdup_printf("/machine/peripheral/%s/virtio-backend", id);
+    }
+    m->anon_devices++;
+    return g_strdup_printf("/machine/peripheral-anon/device[%u]/"
+                           "virtio-backend", m->anon_devices - 1);
+}
+
 static int machine_create_device(Machine *m, const DeviceHost *host,
                                  const char *driver, GHashTable *src,
                                  GError **errp)
@@ -296,9 +318,10 @@ static int machine_create_device(Machine *m, const DeviceHost *host,
     while (g_hash_table_iter_next(&it, &k, &v)) {
         g_hash_table_insert(props, g_strdup(k), g_strdup(v));
     }
-    MachineDevice md = { t, t->create(host, props, errp) };
+    MachineDevice md = { t, t->create(host, props, errp), NULL };
     int r = 0;
     if (md.dev) {
+        md.qdev = machine_device_qdev(m, &md);
         g_array_append_val(m->devices, md);
         g_hash_table_iter_init(&it, props);
         if (g_hash_table_iter_next(&it, &k, NULL)) {
@@ -538,6 +561,7 @@ void machine_free(Machine *m)
     for (guint i = m->devices->len; i > 0; i--) {
         MachineDevice *md = &g_array_index(m->devices, MachineDevice, i - 1);
         md->type->destroy(md->dev);
+        g_free(md->qdev);
     }
     g_array_free(m->devices, TRUE);
     pci_bus_free(m->pci);
@@ -691,6 +715,123 @@ static int machine_qmp_iothread_del(void *opaque, const char *id,
     return 0;
 }
 
+/* The virtio-blk-pci device using @blk, or NULL. */
+static MachineDevice *machine_drive_device(Machine *m, BlockBackend *blk)
+{
+    for (guint i = 0; i < m->devices->len; i++) {
+        MachineDevice *md = &g_array_index(m->devices, MachineDevice, i);
+        if (machine_device_is_vblk(md) &&
+            virtio_blk_pci_get_drive(md->dev) == blk) {
+            return md;
+        }
+    }
+    return NULL;
+}
+
+static const char *machine_drive_driver(const BlockOptions *o)
+{
+    switch (o->driver) {
+    case BLOCK_DRIVER_NULL_CO:
+        return "null-co";
+    case BLOCK_DRIVER_NULL_AIO:
+        return "null-aio";
+    default:
+        return "raw";
+    }
+}
+
+/* query-block / query-blockstats: every drive, in command-line order,
+ * with the counters the block layer keeps at completion. */
+static void machine_qmp_block_list(void *opaque, GArray *out)
+{
+    Machine *m = opaque;
+    for (guint i = 0; i < m->drives->len; i++) {
+        BlockBackend *blk = g_ptr_array_index(m->drives, i);
+        const BlockOptions *o = blk_get_options(blk);
+        MachineDevice *md = machine_drive_device(m, blk);
+        BlockStats st;
+        blk_get_stats(blk, &st);
+        MonitorBlockDevice d = {
+            .device = blk_get_id(blk),
+            .qdev = md ? md->qdev : "",
+            .node_name = blk_get_id(blk),
+            .filename = o->filename ? o->filename
+                        : o->driver == BLOCK_DRIVER_NULL_AIO ? "null-aio://"
+                        : "null-co://",
+            .driver = machine_drive_driver(o),
+            .read_only = blk_is_read_only(blk),
+            .size = blk_get_size(blk),
+            .rd_bytes = st.rd_bytes,
+            .wr_bytes = st.wr_bytes,
+            .rd_operations = st.rd_ops,
+            .wr_operations = st.wr_ops,
+            .flush_operations = st.flush_ops,
+            .rd_total_time_ns = st.rd_total_ns,
+            .wr_total_time_ns = st.wr_total_ns,
+            .flush_total_time_ns = st.flush_total_ns,
+        };
+        g_array_append_val(out, d);
+    }
+}
+
+/* x-query-virtqueues: every queue of every virtio-blk-pci device. */
+static void machine_qmp_virtqueue_list(void *opaque, GArray *out)
+{
+    Machine *m = opaque;
+    for (guint i = 0; i < m->devices->len; i++) {
+        MachineDevice *md = &g_array_index(m->devices, MachineDevice, i);
+        if (!machine_device_is_vblk(md)) {
+            continue;
+        }
+        for (unsigned q = 0; q < virtio_blk_pci_get_num_queues(md->dev);
+             q++) {
+            IOThread *iot = virtio_blk_pci_get_queue_iothread(md->dev, q);
+            MonitorVirtqueue v = {
+                .device = md->qdev,
+                .node_name = blk_get_id(virtio_blk_pci_get_drive(md->dev)),
+                .queue = q,
+                .iothread = iot ? iothread_get_id(iot) : NULL,
+            };
+            g_array_append_val(out, v);
+        }
+    }
+}
+
+/*
+ * x-blockdev-set-iothread: the device using node @node_name moves with
+ * all its queues (virtio_blk_pci_set_iothread).  @force is accepted and
+ * not needed: QEMU 7.2 wants it for a node a device uses (and then
+ * refuses a running virtio-blk); moving that device is what shardvm's
+ * command is for.  A drive no device uses has nothing bound to a
+ * context: nothing to do.
+ */
+static int machine_qmp_blockdev_set_iothread(void *opaque,
+                                             const char *node_name,
+                                             const char *iothread,
+                                             bool force, GError **errp)
+{
+    Machine *m = opaque;
+    BlockBackend *blk = machine_find_drive(m, node_name);
+    IOThread *iot = NULL;
+    (void)force;
+    if (!blk) {
+        return shardvm_error_set(errp, -ENOENT, "Failed to find node with "
+                                 "node-name='%s'", node_name);
+    }
+    if (iothread) {
+        iot = machine_find_iothread(m, iothread);
+        if (!iot) {
+            return shardvm_error_set(errp, -ENOENT, "Cannot find iothread "
+                                     "%s", iothread);
+        }
+    }
+    MachineDevice *md = machine_drive_device(m, blk);
+    if (!md) {
+        return 0;
+    }
+    return virtio_blk_pci_set_iothread(md->dev, iot, errp);
+}
+
 static const MonitorBackend machine_qmp_backend = {
     .run_state = machine_qmp_run_state,
     .stop = machine_qmp_stop,
@@ -704,8 +845,9 @@ static const MonitorBackend machine_qmp_backend = {
     .iothread_find = machine_qmp_iothread_find,
     .iothread_add = machine_qmp_iothread_add,
     .iothread_del = machine_qmp_iothread_del,
-    /* block_list, virtqueue_list, blockdev_set_iothread: wired with
-     * virtio-blk (the block and virtio branches). */
+    .block_list = machine_qmp_block_list,
+    .virtqueue_list = machine_qmp_virtqueue_list,
+    .blockdev_set_iothread = machine_qmp_blockdev_set_iothread,
 };
 
 int machine_monitor_start(Machine *m, const ShardvmOptions *o,
