@@ -539,6 +539,16 @@ int machine_exit_status(Machine *m, int shutdown_reason)
     char *msg;
     int status = machine_event_exit_status(&m->event, shutdown_reason,
                                            main_loop_shutdown_signal(), &msg);
+    bool guest;
+    const char *reason = machine_event_shutdown_reason(&m->event, &guest);
+    if (m->monitor && reason) {
+        /* QMP clients hear why, before the monitor closes (machine_free). */
+        JsonObject *data = json_object_new();
+        json_object_set_boolean_member(data, "guest", guest);
+        json_object_set_string_member(data, "reason", reason);
+        monitor_emit_event(m->monitor, "SHUTDOWN", data);
+        json_object_unref(data);
+    }
     if (msg) {
         fprintf(stderr, "shardvm: %s\n", msg);
         g_free(msg);
@@ -658,9 +668,9 @@ static void machine_qmp_kvm_info(void *opaque, bool *enabled, bool *present)
 static void machine_qmp_vcpu_thread_ids(void *opaque, GArray *out)
 {
     Machine *m = opaque;
-    /* The vcpu module does not expose thread ids yet: 0 each. */
+    /* 0 for a vCPU whose thread has not started (-S: before "cont"). */
     for (int i = 0; i < vm_get_nr_vcpus(m->vm); i++) {
-        int tid = 0;
+        int tid = vcpu_get_thread_id(vm_get_vcpu(m->vm, i));
         g_array_append_val(out, tid);
     }
 }
