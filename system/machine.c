@@ -46,6 +46,11 @@ struct Machine {
     bool start_paused;       /* -S: vCPUs start on the first "cont" */
     bool started;            /* vm_start() done */
     char *name;              /* -name */
+    /* -no-shutdown: a guest shutdown stops the vCPUs (run state
+     * "shutdown") instead of ending the process; "quit" ends it. */
+    AioBH *guest_shutdown_bh;/* -no-shutdown only (else NULL); main
+                              * context; scheduled from vCPU threads */
+    bool guest_shutdown;     /* BQL: stopped by a guest shutdown */
 
 };
 
@@ -346,6 +351,34 @@ static void machine_debug_exit(void *opaque, unsigned status)
     main_loop_request_shutdown(SHUTDOWN_GUEST);
 }
 
+/*
+ * -no-shutdown, in the main loop with the BQL: the guest shut down (or
+ * system_powerdown, which stands for the ACPI button): tell the monitor
+ * (SHUTDOWN, then STOP, as QEMU) and pause the vCPUs; the process stays
+ * until "quit" or a signal, status "shutdown".
+ */
+static void machine_guest_shutdown_bh(void *opaque)
+{
+    Machine *m = opaque;
+    if (m->guest_shutdown) {
+        return;
+    }
+    m->guest_shutdown = true;
+    if (m->monitor) {
+        JsonObject *data = json_object_new();
+        json_object_set_boolean_member(data, "guest", true);
+        json_object_set_string_member(data, "reason", "guest-shutdown");
+        monitor_emit_event(m->monitor, "SHUTDOWN", data);
+        json_object_unref(data);
+    }
+    if (m->started && !vm_is_paused(m->vm)) {
+        vm_pause(m->vm);
+    }
+    if (m->monitor) {
+        monitor_emit_event(m->monitor, "STOP", NULL);
+    }
+}
+
 /* A vCPU stopped on a guest event or an error (already reported with a
  * register dump by the vCPU thread). */
 static void machine_vcpu_stop(void *opaque, VM *vm, int cpu_index,
@@ -355,6 +388,12 @@ static void machine_vcpu_stop(void *opaque, VM *vm, int cpu_index,
     bool guest = reason == VM_STOP_GUEST_SHUTDOWN ||
                  reason == VM_STOP_GUEST_RESET ||
                  reason == VM_STOP_GUEST_POWEROFF;
+
+    if (guest && m->guest_shutdown_bh) {
+        /* Not recorded: the exit status will be the later quit's. */
+        aio_bh_schedule(m->guest_shutdown_bh);
+        return;
+    }
 
     /* The exit status follows the recorded event alone; the main loop's
      * shutdown reason only says that it should stop. */
@@ -442,6 +481,10 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
     m->iothreads = g_ptr_array_new();
     m->devices = g_array_new(FALSE, FALSE, sizeof(MachineDevice));
     m->start_paused = o->start_paused;
+    if (o->no_shutdown) {
+        m->guest_shutdown_bh = aio_bh_new(main_loop_get_aio_context(),
+                                          machine_guest_shutdown_bh, m);
+    }
     m->name = g_strdup(o->name);
     m->drives = g_ptr_array_new_with_free_func((GDestroyNotify)blk_unref);
 
@@ -562,6 +605,9 @@ void machine_free(Machine *m)
         return;
     }
     /* The monitor first: no command reaches a half torn-down machine. */
+    if (m->guest_shutdown_bh) {
+        aio_bh_delete(m->guest_shutdown_bh);
+    }
     monitor_free(m->monitor);
     /* vCPUs first: after this nothing calls into the devices. */
     if (m->vm) {
@@ -606,6 +652,9 @@ static const char *machine_qmp_run_state(void *opaque)
     if (!m->started) {
         return "prelaunch";
     }
+    if (m->guest_shutdown) {
+        return "shutdown";
+    }
     return vm_is_paused(m->vm) ? "paused" : "running";
 }
 
@@ -622,6 +671,11 @@ static int machine_qmp_stop(void *opaque, GError **errp)
 static int machine_qmp_cont(void *opaque, GError **errp)
 {
     Machine *m = opaque;
+    if (m->guest_shutdown) {
+        /* QEMU's answer in run state "shutdown" (no system_reset here). */
+        return shardvm_error_set(errp, -EINVAL, "Resetting the Virtual "
+                                 "Machine is required");
+    }
     if (!m->started) {
         int r = vm_start(m->vm, errp);
         if (r < 0) {
@@ -643,8 +697,13 @@ static int machine_qmp_cont(void *opaque, GError **errp)
 
 static void machine_qmp_powerdown(void *opaque)
 {
+    Machine *m = opaque;
     /* No ACPI yet: the power button ends the machine as a guest
-     * power-off would. */
+     * power-off would (or stops it, with -no-shutdown). */
+    if (m->guest_shutdown_bh) {
+        aio_bh_schedule(m->guest_shutdown_bh);
+        return;
+    }
     main_loop_request_shutdown(SHUTDOWN_GUEST);
 }
 
