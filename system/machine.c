@@ -51,6 +51,9 @@ struct Machine {
     AioBH *guest_shutdown_bh;/* -no-shutdown only (else NULL); main
                               * context; scheduled from vCPU threads */
     bool guest_shutdown;     /* BQL: stopped by a guest shutdown */
+    /* The first guest stop reason under -no-shutdown (VMStopReason; 0:
+     * system_powerdown).  CAS from vCPU threads, read by the BH. */
+    _Atomic int guest_stop_reason;
 
 };
 
@@ -367,7 +370,10 @@ static void machine_guest_shutdown_bh(void *opaque)
     if (m->monitor) {
         JsonObject *data = json_object_new();
         json_object_set_boolean_member(data, "guest", true);
-        json_object_set_string_member(data, "reason", "guest-shutdown");
+        int why = atomic_load(&m->guest_stop_reason);
+        json_object_set_string_member(data, "reason",
+                                      why == 0 || why == VM_STOP_GUEST_POWEROFF
+                                      ? "guest-shutdown" : "guest-reset");
         monitor_emit_event(m->monitor, "SHUTDOWN", data);
         json_object_unref(data);
     }
@@ -391,6 +397,9 @@ static void machine_vcpu_stop(void *opaque, VM *vm, int cpu_index,
 
     if (guest && m->guest_shutdown_bh) {
         /* Not recorded: the exit status will be the later quit's. */
+        int none = 0;
+        atomic_compare_exchange_strong(&m->guest_stop_reason, &none,
+                                       (int)reason);
         aio_bh_schedule(m->guest_shutdown_bh);
         return;
     }
