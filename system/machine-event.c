@@ -47,6 +47,41 @@ static const char *vcpu_stop_name(uint32_t reason)
     }
 }
 
+const char *machine_event_shutdown_reason(MachineEvent *e, bool *guest)
+{
+    uint32_t v;
+
+    *guest = false;
+    switch (machine_event_get(e, &v)) {
+    case MACHINE_EVENT_VCPU_STOP:
+        switch (v) {
+        case VM_STOP_GUEST_POWEROFF:
+            *guest = true;
+            return "guest-shutdown";
+        case VM_STOP_GUEST_SHUTDOWN:
+        case VM_STOP_GUEST_RESET:
+            *guest = true;
+            return "guest-reset";
+        default:
+            return "host-error";
+        }
+    case MACHINE_EVENT_HOST:
+        switch (v) {
+        case SHUTDOWN_HOST_SIGNAL:
+            return "host-signal";
+        case SHUTDOWN_GUEST:
+            *guest = true;
+            return "guest-shutdown";
+        case SHUTDOWN_ERROR:
+            return "host-error";
+        default:
+            return NULL; /* SHUTDOWN_HOST_QMP: sent by the monitor */
+        }
+    default:
+        return NULL;
+    }
+}
+
 int machine_event_exit_status(MachineEvent *e, int shutdown_reason,
                               int signo, char **msg)
 {

@@ -36,6 +36,7 @@ struct Machine {
     GArray *devices;         /* MachineDevice, in command-line order */
     GPtrArray *drives;       /* BlockBackend *, -drive/-blockdev order */
     GuestMemory *guest_memory; /* RAM map for virtio (RCU-published) */
+    unsigned anon_devices;   /* -device without id= so far (qdev names) */
 
     /* The first of debug-exit, vCPU stop and host stop: one atomic word,
      * written by vCPU threads and the main loop (first writer wins). */
@@ -45,6 +46,14 @@ struct Machine {
     bool start_paused;       /* -S: vCPUs start on the first "cont" */
     bool started;            /* vm_start() done */
     char *name;              /* -name */
+    /* -no-shutdown: a guest shutdown stops the vCPUs (run state
+     * "shutdown") instead of ending the process; "quit" ends it. */
+    AioBH *guest_shutdown_bh;/* -no-shutdown only (else NULL); main
+                              * context; scheduled from vCPU threads */
+    bool guest_shutdown;     /* BQL: stopped by a guest shutdown */
+    /* The first guest stop reason under -no-shutdown (VMStopReason; 0:
+     * system_powerdown).  CAS from vCPU threads, read by the BH. */
+    _Atomic int guest_stop_reason;
 
 };
 
@@ -164,6 +173,10 @@ static int machine_add_serial(Machine *m, const ShardvmOptions *o,
 typedef struct MachineDevice {
     const DeviceType *type;
     void *dev;
+    /* QOM path QMP reports as "qdev" (QEMU's spelling):
+     * /machine/peripheral/ID/virtio-backend with id=, else
+     * /machine/peripheral-anon/device[N]/virtio-backend. */
+    char *qdev;
 } MachineDevice;
 
 static IOThread *machine_find_iothread(void *opaque, const char *id)
@@ -279,6 +292,23 @@ static int machine_add_pci(Machine *m, const ShardvmOptions *o,
     return 0;
 }
 
+static bool machine_device_is_vblk(const MachineDevice *md)
+{
+    return md->type->create == virtio_blk_pci_create;
+}
+
+static char *machine_device_qdev(Machine *m, const MachineDevice *md)
+{
+    const char *id = machine_device_is_vblk(md) ?
+                     virtio_blk_pci_get_id(md->dev) : NULL;
+    if (id) {
+        return g_strdup_printf("/machine/peripheral/%s/virtio-backend", id);
+    }
+    m->anon_devices++;
+    return g_strdup_printf("/machine/peripheral-anon/device[%u]/"
+                           "virtio-backend", m->anon_devices - 1);
+}
+
 static int machine_create_device(Machine *m, const DeviceHost *host,
                                  const char *driver, GHashTable *src,
                                  GError **errp)
@@ -297,9 +327,10 @@ static int machine_create_device(Machine *m, const DeviceHost *host,
     while (g_hash_table_iter_next(&it, &k, &v)) {
         g_hash_table_insert(props, g_strdup(k), g_strdup(v));
     }
-    MachineDevice md = { t, t->create(host, props, errp) };
+    MachineDevice md = { t, t->create(host, props, errp), NULL };
     int r = 0;
     if (md.dev) {
+        md.qdev = machine_device_qdev(m, &md);
         g_array_append_val(m->devices, md);
         g_hash_table_iter_init(&it, props);
         if (g_hash_table_iter_next(&it, &k, NULL)) {
@@ -324,6 +355,37 @@ static void machine_debug_exit(void *opaque, unsigned status)
     main_loop_request_shutdown(SHUTDOWN_GUEST);
 }
 
+/*
+ * -no-shutdown, in the main loop with the BQL: the guest shut down (or
+ * system_powerdown, which stands for the ACPI button): tell the monitor
+ * (SHUTDOWN, then STOP, as QEMU) and pause the vCPUs; the process stays
+ * until "quit" or a signal, status "shutdown".
+ */
+static void machine_guest_shutdown_bh(void *opaque)
+{
+    Machine *m = opaque;
+    if (m->guest_shutdown) {
+        return;
+    }
+    m->guest_shutdown = true;
+    if (m->monitor) {
+        JsonObject *data = json_object_new();
+        json_object_set_boolean_member(data, "guest", true);
+        int why = atomic_load(&m->guest_stop_reason);
+        json_object_set_string_member(data, "reason",
+                                      why == 0 || why == VM_STOP_GUEST_POWEROFF
+                                      ? "guest-shutdown" : "guest-reset");
+        monitor_emit_event(m->monitor, "SHUTDOWN", data);
+        json_object_unref(data);
+    }
+    if (m->started && !vm_is_paused(m->vm)) {
+        vm_pause(m->vm);
+    }
+    if (m->monitor) {
+        monitor_emit_event(m->monitor, "STOP", NULL);
+    }
+}
+
 /* A vCPU stopped on a guest event or an error (already reported with a
  * register dump by the vCPU thread). */
 static void machine_vcpu_stop(void *opaque, VM *vm, int cpu_index,
@@ -333,6 +395,15 @@ static void machine_vcpu_stop(void *opaque, VM *vm, int cpu_index,
     bool guest = reason == VM_STOP_GUEST_SHUTDOWN ||
                  reason == VM_STOP_GUEST_RESET ||
                  reason == VM_STOP_GUEST_POWEROFF;
+
+    if (guest && m->guest_shutdown_bh) {
+        /* Not recorded: the exit status will be the later quit's. */
+        int none = 0;
+        atomic_compare_exchange_strong(&m->guest_stop_reason, &none,
+                                       (int)reason);
+        aio_bh_schedule(m->guest_shutdown_bh);
+        return;
+    }
 
     /* The exit status follows the recorded event alone; the main loop's
      * shutdown reason only says that it should stop. */
@@ -420,6 +491,10 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
     m->iothreads = g_ptr_array_new();
     m->devices = g_array_new(FALSE, FALSE, sizeof(MachineDevice));
     m->start_paused = o->start_paused;
+    if (o->no_shutdown) {
+        m->guest_shutdown_bh = aio_bh_new(main_loop_get_aio_context(),
+                                          machine_guest_shutdown_bh, m);
+    }
     m->name = g_strdup(o->name);
     m->drives = g_ptr_array_new_with_free_func((GDestroyNotify)blk_unref);
 
@@ -517,6 +592,16 @@ int machine_exit_status(Machine *m, int shutdown_reason)
     char *msg;
     int status = machine_event_exit_status(&m->event, shutdown_reason,
                                            main_loop_shutdown_signal(), &msg);
+    bool guest;
+    const char *reason = machine_event_shutdown_reason(&m->event, &guest);
+    if (m->monitor && reason) {
+        /* QMP clients hear why, before the monitor closes (machine_free). */
+        JsonObject *data = json_object_new();
+        json_object_set_boolean_member(data, "guest", guest);
+        json_object_set_string_member(data, "reason", reason);
+        monitor_emit_event(m->monitor, "SHUTDOWN", data);
+        json_object_unref(data);
+    }
     if (msg) {
         fprintf(stderr, "shardvm: %s\n", msg);
         g_free(msg);
@@ -530,6 +615,9 @@ void machine_free(Machine *m)
         return;
     }
     /* The monitor first: no command reaches a half torn-down machine. */
+    if (m->guest_shutdown_bh) {
+        aio_bh_delete(m->guest_shutdown_bh);
+    }
     monitor_free(m->monitor);
     /* vCPUs first: after this nothing calls into the devices. */
     if (m->vm) {
@@ -539,6 +627,7 @@ void machine_free(Machine *m)
     for (guint i = m->devices->len; i > 0; i--) {
         MachineDevice *md = &g_array_index(m->devices, MachineDevice, i - 1);
         md->type->destroy(md->dev);
+        g_free(md->qdev);
     }
     g_array_free(m->devices, TRUE);
     pci_bus_free(m->pci);
@@ -573,6 +662,9 @@ static const char *machine_qmp_run_state(void *opaque)
     if (!m->started) {
         return "prelaunch";
     }
+    if (m->guest_shutdown) {
+        return "shutdown";
+    }
     return vm_is_paused(m->vm) ? "paused" : "running";
 }
 
@@ -589,6 +681,11 @@ static int machine_qmp_stop(void *opaque, GError **errp)
 static int machine_qmp_cont(void *opaque, GError **errp)
 {
     Machine *m = opaque;
+    if (m->guest_shutdown) {
+        /* QEMU's answer in run state "shutdown" (no system_reset here). */
+        return shardvm_error_set(errp, -EINVAL, "Resetting the Virtual "
+                                 "Machine is required");
+    }
     if (!m->started) {
         int r = vm_start(m->vm, errp);
         if (r < 0) {
@@ -610,8 +707,13 @@ static int machine_qmp_cont(void *opaque, GError **errp)
 
 static void machine_qmp_powerdown(void *opaque)
 {
+    Machine *m = opaque;
     /* No ACPI yet: the power button ends the machine as a guest
-     * power-off would. */
+     * power-off would (or stops it, with -no-shutdown). */
+    if (m->guest_shutdown_bh) {
+        aio_bh_schedule(m->guest_shutdown_bh);
+        return;
+    }
     main_loop_request_shutdown(SHUTDOWN_GUEST);
 }
 
@@ -635,9 +737,9 @@ static void machine_qmp_kvm_info(void *opaque, bool *enabled, bool *present)
 static void machine_qmp_vcpu_thread_ids(void *opaque, GArray *out)
 {
     Machine *m = opaque;
-    /* The vcpu module does not expose thread ids yet: 0 each. */
+    /* 0 for a vCPU whose thread has not started (-S: before "cont"). */
     for (int i = 0; i < vm_get_nr_vcpus(m->vm); i++) {
-        int tid = 0;
+        int tid = vcpu_get_thread_id(vm_get_vcpu(m->vm, i));
         g_array_append_val(out, tid);
     }
 }
@@ -692,6 +794,123 @@ static int machine_qmp_iothread_del(void *opaque, const char *id,
     return 0;
 }
 
+/* The virtio-blk-pci device using @blk, or NULL. */
+static MachineDevice *machine_drive_device(Machine *m, BlockBackend *blk)
+{
+    for (guint i = 0; i < m->devices->len; i++) {
+        MachineDevice *md = &g_array_index(m->devices, MachineDevice, i);
+        if (machine_device_is_vblk(md) &&
+            virtio_blk_pci_get_drive(md->dev) == blk) {
+            return md;
+        }
+    }
+    return NULL;
+}
+
+static const char *machine_drive_driver(const BlockOptions *o)
+{
+    switch (o->driver) {
+    case BLOCK_DRIVER_NULL_CO:
+        return "null-co";
+    case BLOCK_DRIVER_NULL_AIO:
+        return "null-aio";
+    default:
+        return "raw";
+    }
+}
+
+/* query-block / query-blockstats: every drive, in command-line order,
+ * with the counters the block layer keeps at completion. */
+static void machine_qmp_block_list(void *opaque, GArray *out)
+{
+    Machine *m = opaque;
+    for (guint i = 0; i < m->drives->len; i++) {
+        BlockBackend *blk = g_ptr_array_index(m->drives, i);
+        const BlockOptions *o = blk_get_options(blk);
+        MachineDevice *md = machine_drive_device(m, blk);
+        BlockStats st;
+        blk_get_stats(blk, &st);
+        MonitorBlockDevice d = {
+            .device = blk_get_id(blk),
+            .qdev = md ? md->qdev : "",
+            .node_name = blk_get_id(blk),
+            .filename = o->filename ? o->filename
+                        : o->driver == BLOCK_DRIVER_NULL_AIO ? "null-aio://"
+                        : "null-co://",
+            .driver = machine_drive_driver(o),
+            .read_only = blk_is_read_only(blk),
+            .size = blk_get_size(blk),
+            .rd_bytes = st.rd_bytes,
+            .wr_bytes = st.wr_bytes,
+            .rd_operations = st.rd_ops,
+            .wr_operations = st.wr_ops,
+            .flush_operations = st.flush_ops,
+            .rd_total_time_ns = st.rd_total_ns,
+            .wr_total_time_ns = st.wr_total_ns,
+            .flush_total_time_ns = st.flush_total_ns,
+        };
+        g_array_append_val(out, d);
+    }
+}
+
+/* x-query-virtqueues: every queue of every virtio-blk-pci device. */
+static void machine_qmp_virtqueue_list(void *opaque, GArray *out)
+{
+    Machine *m = opaque;
+    for (guint i = 0; i < m->devices->len; i++) {
+        MachineDevice *md = &g_array_index(m->devices, MachineDevice, i);
+        if (!machine_device_is_vblk(md)) {
+            continue;
+        }
+        for (unsigned q = 0; q < virtio_blk_pci_get_num_queues(md->dev);
+             q++) {
+            IOThread *iot = virtio_blk_pci_get_queue_iothread(md->dev, q);
+            MonitorVirtqueue v = {
+                .device = md->qdev,
+                .node_name = blk_get_id(virtio_blk_pci_get_drive(md->dev)),
+                .queue = q,
+                .iothread = iot ? iothread_get_id(iot) : NULL,
+            };
+            g_array_append_val(out, v);
+        }
+    }
+}
+
+/*
+ * x-blockdev-set-iothread: the device using node @node_name moves with
+ * all its queues (virtio_blk_pci_set_iothread).  @force is accepted and
+ * not needed: QEMU 7.2 wants it for a node a device uses (and then
+ * refuses a running virtio-blk); moving that device is what shardvm's
+ * command is for.  A drive no device uses has nothing bound to a
+ * context: nothing to do.
+ */
+static int machine_qmp_blockdev_set_iothread(void *opaque,
+                                             const char *node_name,
+                                             const char *iothread,
+                                             bool force, GError **errp)
+{
+    Machine *m = opaque;
+    BlockBackend *blk = machine_find_drive(m, node_name);
+    IOThread *iot = NULL;
+    (void)force;
+    if (!blk) {
+        return shardvm_error_set(errp, -ENOENT, "Failed to find node with "
+                                 "node-name='%s'", node_name);
+    }
+    if (iothread) {
+        iot = machine_find_iothread(m, iothread);
+        if (!iot) {
+            return shardvm_error_set(errp, -ENOENT, "Cannot find iothread "
+                                     "%s", iothread);
+        }
+    }
+    MachineDevice *md = machine_drive_device(m, blk);
+    if (!md) {
+        return 0;
+    }
+    return virtio_blk_pci_set_iothread(md->dev, iot, errp);
+}
+
 static const MonitorBackend machine_qmp_backend = {
     .run_state = machine_qmp_run_state,
     .stop = machine_qmp_stop,
@@ -705,8 +924,9 @@ static const MonitorBackend machine_qmp_backend = {
     .iothread_find = machine_qmp_iothread_find,
     .iothread_add = machine_qmp_iothread_add,
     .iothread_del = machine_qmp_iothread_del,
-    /* block_list, virtqueue_list, blockdev_set_iothread: wired with
-     * virtio-blk (the block and virtio branches). */
+    .block_list = machine_qmp_block_list,
+    .virtqueue_list = machine_qmp_virtqueue_list,
+    .blockdev_set_iothread = machine_qmp_blockdev_set_iothread,
 };
 
 int machine_monitor_start(Machine *m, const ShardvmOptions *o,

@@ -37,6 +37,9 @@ struct VCPU {
     _Atomic uint64_t st_exits, st_io, st_mmio, st_hlt, st_intr;
     _Atomic uint64_t st_kicks_seen, st_errors;
     _Atomic bool halted_flag; /* mirror of halted || error_parked */
+    /* The thread's kernel id (gettid), stored by the thread itself when
+     * it starts; 0 before.  Read anywhere (QMP query-cpus-fast). */
+    _Atomic int tid;
 };
 
 struct VM {

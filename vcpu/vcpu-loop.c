@@ -327,6 +327,7 @@ static void *vcpu_thread_fn(void *opaque)
     VCPU *cpu = opaque;
     int r = vcpu_set_run_sigmask(cpu);
 
+    atomic_store_explicit(&cpu->tid, (int)gettid(), memory_order_relaxed);
     current_vcpu = cpu;
     if (r < 0) {
         vcpu_guest_error(cpu, VM_STOP_KVM_ERROR, -r);

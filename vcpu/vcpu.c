@@ -155,6 +155,11 @@ int vcpu_get_fd(VCPU *cpu)
     return cpu->fd;
 }
 
+int vcpu_get_thread_id(VCPU *cpu)
+{
+    return atomic_load_explicit(&cpu->tid, memory_order_relaxed);
+}
+
 int vcpu_get_regs(VCPU *cpu, struct kvm_regs *regs)
 {
     return ioctl(cpu->fd, KVM_GET_REGS, regs) < 0 ? -errno : 0;

@@ -20,14 +20,20 @@ typedef struct VirtIOBlockPCI {
     BlockBackend *backend; /* attached to us (blk_attach_dev) */
     VirtIOBlock *blk;
     VirtIOPCIProxy *proxy;
+    char *id;              /* -device id=, or NULL; immutable */
+    /* The rest: main thread, BQL (changed by virtio_blk_pci_set_iothread) */
     GPtrArray *iothreads;  /* distinct IOThreads serving our queues, each
                             * counted with iothread_add_user() */
+    IOThread **queue_iothreads; /* per queue: its IOThread, NULL: main loop */
+    unsigned num_queues;
 } VirtIOBlockPCI;
 
-/* One AioContext per queue: its IOThread's, or the main loop's. */
+/* One AioContext per queue: its IOThread's, or the main loop's; the
+ * IOThreads (NULL: main loop) in @queue_iots. */
 static AioContext **queue_contexts(const DeviceHost *host,
                                    const VirtIOBlockConfig *cfg,
-                                   GPtrArray *iothreads, GError **errp)
+                                   GPtrArray *iothreads, IOThread **queue_iots,
+                                   GError **errp)
 {
     const char **ids = g_new0(const char *, cfg->num_queues);
     AioContext **ctxs = g_new0(AioContext *, cfg->num_queues);
@@ -49,6 +55,7 @@ static AioContext **queue_contexts(const DeviceHost *host,
             break;
         }
         ctxs[i] = iothread_get_aio_context(iot);
+        queue_iots[i] = iot;
         if (!g_ptr_array_find(iothreads, iot, NULL)) {
             g_ptr_array_add(iothreads, iot);
         }
@@ -63,7 +70,9 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
     VirtIOBlockConfig cfg;
     VirtIOBlockPCI *d = NULL;
     AioContext **ctxs = NULL;
+    IOThread **queue_iots = NULL;
     GPtrArray *iothreads = g_ptr_array_new();
+    char *id = NULL;
     int slot = -1;
 
     virtio_blk_config_init(&cfg);
@@ -73,6 +82,11 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
         unsigned n = host->nr_vcpus ? host->nr_vcpus : 1;
         g_hash_table_insert(props, g_strdup("num-queues"),
                             g_strdup_printf("%u", n));
+    }
+    /* id= names the device for QMP (query-block's qdev). */
+    gpointer id_key = NULL;
+    if (g_hash_table_steal_extended(props, "id", &id_key, (gpointer *)&id)) {
+        g_free(id_key);
     }
     if (device_props_take_pci_slot(props, &slot, errp) < 0 ||
         virtio_blk_parse_props(props, &cfg, errp) < 0) {
@@ -92,7 +106,8 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
                           "memory map");
         goto out;
     }
-    ctxs = queue_contexts(host, &cfg, iothreads, errp);
+    queue_iots = g_new0(IOThread *, cfg.num_queues);
+    ctxs = queue_contexts(host, &cfg, iothreads, queue_iots, errp);
     if (!ctxs) {
         goto out;
     }
@@ -123,10 +138,15 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
         iothread_add_user(g_ptr_array_index(iothreads, i));
     }
     d->iothreads = g_steal_pointer(&iothreads);
+    d->queue_iothreads = g_steal_pointer(&queue_iots);
+    d->num_queues = cfg.num_queues;
+    d->id = g_steal_pointer(&id);
 out:
     if (iothreads) {
         g_ptr_array_unref(iothreads);
     }
+    g_free(queue_iots);
+    g_free(id);
     g_free(ctxs);
     virtio_blk_config_clear(&cfg);
     return d;
@@ -147,5 +167,73 @@ void virtio_blk_pci_destroy(void *opaque)
         iothread_del_user(g_ptr_array_index(d->iothreads, i));
     }
     g_ptr_array_unref(d->iothreads);
+    g_free(d->queue_iothreads);
+    g_free(d->id);
     g_free(d);
+}
+
+BlockBackend *virtio_blk_pci_get_drive(void *dev)
+{
+    return ((VirtIOBlockPCI *)dev)->backend;
+}
+
+const char *virtio_blk_pci_get_id(void *dev)
+{
+    return ((VirtIOBlockPCI *)dev)->id;
+}
+
+unsigned virtio_blk_pci_get_num_queues(void *dev)
+{
+    return ((VirtIOBlockPCI *)dev)->num_queues;
+}
+
+IOThread *virtio_blk_pci_get_queue_iothread(void *dev, unsigned index)
+{
+    VirtIOBlockPCI *d = dev;
+
+    return index < d->num_queues ? d->queue_iothreads[index] : NULL;
+}
+
+/* The in-use counts follow the queues: count the IOThreads serving some
+ * queue now, then let go of the ones that served before (add first, so an
+ * IOThread that keeps queues never drops to 0 in between). */
+static void vblk_pci_recount_iothreads(VirtIOBlockPCI *d)
+{
+    GPtrArray *now = g_ptr_array_new();
+
+    for (unsigned i = 0; i < d->num_queues; i++) {
+        IOThread *iot = d->queue_iothreads[i];
+
+        if (iot && !g_ptr_array_find(now, iot, NULL)) {
+            g_ptr_array_add(now, iot);
+            iothread_add_user(iot);
+        }
+    }
+    for (guint i = 0; i < d->iothreads->len; i++) {
+        iothread_del_user(g_ptr_array_index(d->iothreads, i));
+    }
+    g_ptr_array_unref(d->iothreads);
+    d->iothreads = now;
+}
+
+int virtio_blk_pci_set_iothread(void *dev, IOThread *iot, GError **errp)
+{
+    VirtIOBlockPCI *d = dev;
+    AioContext *ctx = iot ? iothread_get_aio_context(iot)
+                          : main_loop_get_aio_context();
+    int ret = 0;
+
+    /* Every queue, one after the other: each is drained, unbound and
+     * bound again on its own, the others keep serving the guest. */
+    for (unsigned i = 0; i < d->num_queues && ret == 0; i++) {
+        if (d->queue_iothreads[i] == iot) {
+            continue;
+        }
+        ret = virtio_blk_set_queue_context(d->blk, i, ctx, errp);
+        if (ret == 0) {
+            d->queue_iothreads[i] = iot;
+        }
+    }
+    vblk_pci_recount_iothreads(d);
+    return ret;
 }

@@ -30,7 +30,10 @@ typedef struct VirtIOBlockReq {
 struct VirtIOBlockQueue {
     VirtIOBlock *s;          /* immutable */
     VirtQueue *vq;           /* immutable */
-    AioContext *ctx;         /* immutable */
+    /* Referenced.  Written only by virtio_blk_set_queue_context() (main
+     * thread, BQL + vdev->lock) while the queue is stopped; the queue's
+     * context reads it after the run_sync that restarts it. */
+    AioContext *ctx;
     /* [ctx] while started; set/cleared by start/stop through run_sync */
     BlockQueue *bq;
     AioBH *flush_bh;
@@ -374,6 +377,35 @@ static void vblk_queue_stop_fn(void *opaque)
     q->bq = NULL;
 }
 
+/* Quiesce one started queue: drain its requests in its context, publish
+ * their used entries, then unbind its notifier.  Kicks arriving meanwhile
+ * are swallowed (the handler ignores them while stopping); the next
+ * vblk_queue_start() kicks the queue itself, so no avail entry is lost. */
+static void vblk_queue_stop(VirtIOBlockQueue *q)
+{
+    aio_context_run_sync(q->ctx, vblk_queue_stop_fn, q);
+    virtqueue_detach(q->vq);
+    q->started = false;
+}
+
+/* Serve one enabled queue in q->ctx (virtqueue_attach kicks it once, for
+ * what the guest published while it was not served). */
+static int vblk_queue_start(VirtIOBlockQueue *q)
+{
+    int ret = aio_context_run_sync(q->ctx, vblk_queue_start_fn, q);
+
+    if (ret < 0 || !q->bq) {
+        return ret < 0 ? ret : -ENOMEM;
+    }
+    q->started = true;
+    ret = virtqueue_attach(q->vq, q->ctx, vblk_handle_vq);
+    if (ret < 0) {
+        aio_context_run_sync(q->ctx, vblk_queue_stop_fn, q);
+        q->started = false;
+    }
+    return ret;
+}
+
 static void vblk_stop(VirtIODevice *vdev)
 {
     VirtIOBlock *s = vblk_of(vdev);
@@ -381,12 +413,9 @@ static void vblk_stop(VirtIODevice *vdev)
     for (unsigned i = 0; i < vdev->num_queues; i++) {
         VirtIOBlockQueue *q = &s->queues[i];
 
-        if (!q->started) {
-            continue;
+        if (q->started) {
+            vblk_queue_stop(q);
         }
-        aio_context_run_sync(q->ctx, vblk_queue_stop_fn, q);
-        virtqueue_detach(q->vq);
-        q->started = false;
     }
     /* What a driver did to the cache (write-through without FLUSH, a
      * CONFIG_WCE write) ends with it: the next one starts from the
@@ -409,19 +438,75 @@ static int vblk_start(VirtIODevice *vdev)
         if (!virtqueue_is_enabled(q->vq)) {
             continue;
         }
-        ret = aio_context_run_sync(q->ctx, vblk_queue_start_fn, q);
-        if (ret < 0 || !q->bq) {
-            vblk_stop(vdev);
-            return ret < 0 ? ret : -ENOMEM;
-        }
-        q->started = true;
-        ret = virtqueue_attach(q->vq, q->ctx, vblk_handle_vq);
+        ret = vblk_queue_start(q);
         if (ret < 0) {
             vblk_stop(vdev);
             return ret;
         }
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Moving queues between contexts (x-blockdev-set-iothread) */
+
+int virtio_blk_set_queue_context(VirtIOBlock *s, unsigned index,
+                                 AioContext *ctx, GError **errp)
+{
+    VirtIOBlockQueue *q;
+    AioContext *old;
+    bool was_started;
+    int ret = 0;
+
+    if (index >= s->vdev.num_queues) {
+        return shardvm_error_set(errp, -EINVAL, "virtio-blk: no queue %u",
+                                 index);
+    }
+    q = &s->queues[index];
+    if (q->ctx == ctx) {
+        return 0;
+    }
+    /* vdev->lock: a guest reset or DRIVER_OK (vCPU thread) cannot start
+     * or stop the queue halfway through the move. */
+    g_mutex_lock(&s->vdev.lock);
+    old = q->ctx;
+    was_started = q->started;
+    if (was_started) {
+        vblk_queue_stop(q);   /* drained: nothing in flight in @old */
+    }
+    aio_context_ref(ctx);
+    q->ctx = ctx;
+    if (was_started) {
+        ret = vblk_queue_start(q);
+        if (ret < 0) {
+            /* Back where it was, so the guest keeps its disk. */
+            aio_context_unref(ctx);
+            q->ctx = old;
+            old = NULL;
+            if (vblk_queue_start(q) < 0) {
+                virtio_error(&s->vdev, "virtio-blk: queue %u lost its "
+                             "context in a move", index);
+            }
+            shardvm_error_set(errp, ret, "virtio-blk: cannot start queue %u "
+                              "in the new context: %s", index,
+                              g_strerror(-ret));
+        }
+    }
+    g_mutex_unlock(&s->vdev.lock);
+    if (old) {
+        aio_context_unref(old);
+    }
+    return ret;
+}
+
+AioContext *virtio_blk_get_queue_context(const VirtIOBlock *s, unsigned index)
+{
+    return index < s->vdev.num_queues ? s->queues[index].ctx : NULL;
+}
+
+unsigned virtio_blk_get_num_queues(const VirtIOBlock *s)
+{
+    return s->vdev.num_queues;
 }
 
 /* ------------------------------------------------------------------ */

@@ -98,6 +98,25 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
 void virtio_blk_pci_destroy(void *dev);
 
 /*
+ * For QMP (query-block, x-query-virtqueues, x-blockdev-set-iothread), on
+ * a device virtio_blk_pci_create() returned.  Main thread, BQL held.
+ *  - get_drive: the BlockBackend it uses; get_id: its -device id= or NULL.
+ *  - get_num_queues / get_queue_iothread: the IOThread serving queue
+ *    @index now (NULL: the main loop, or @index out of range).
+ *  - set_iothread: move every queue to @iot (NULL: the main loop), live
+ *    (virtio_blk_set_queue_context(), one queue at a time), and move the
+ *    IOThreads' in-use counts with them.  A device with
+ *    iothread-vq-mapping ends with all its queues in @iot.  Returns 0, or
+ *    a negative errno with @errp set: the queues moved so far stay moved,
+ *    the failed one keeps serving in its old context.
+ */
+BlockBackend *virtio_blk_pci_get_drive(void *dev);
+const char *virtio_blk_pci_get_id(void *dev);
+unsigned virtio_blk_pci_get_num_queues(void *dev);
+IOThread *virtio_blk_pci_get_queue_iothread(void *dev, unsigned index);
+int virtio_blk_pci_set_iothread(void *dev, IOThread *iot, GError **errp);
+
+/*
  * device_props_take_pci_slot: take "addr" (QEMU's SLOT[.FUNCTION] in hex,
  * e.g. "5", "0x5" or "05.0"; function 0 only) out of @props.  *@slot is
  * -1 when absent (first free slot).  Returns 0 or -EINVAL with @errp set.

@@ -65,6 +65,21 @@ MachineEventKind machine_event_get(MachineEvent *e, uint32_t *value);
 int machine_event_exit_status(MachineEvent *e, int shutdown_reason,
                               int signo, char **msg);
 
+/*
+ * machine_event_shutdown_reason: after machine_event_exit_status(), the
+ * QMP SHUTDOWN event's "reason" for the event that won (QEMU 7.2's
+ * ShutdownCause names), *@guest its "guest" member; NULL when no SHUTDOWN
+ * is due: isa-debug-exit (QEMU exits inside the port write, no event), a
+ * monitor "quit" (the monitor sent it with the reply), or no event.
+ *   guest power-off / system_powerdown -> "guest-shutdown", guest true
+ *   triple fault or guest reset (shardvm acts as -no-reboot) ->
+ *     "guest-reset", guest true
+ *   SIGTERM/SIGINT/SIGHUP -> "host-signal"; a vCPU or host error ->
+ *     "host-error"; guest false.
+ * Any thread.
+ */
+const char *machine_event_shutdown_reason(MachineEvent *e, bool *guest);
+
 #ifdef __cplusplus
 }
 #endif

@@ -44,6 +44,11 @@ int vcpu_get_index(VCPU *cpu);
 /* vcpu_get_vm: the VM owning @cpu.  Any thread. */
 VM *vcpu_get_vm(VCPU *cpu);
 
+/* vcpu_get_thread_id: the kernel thread id of "CPU <n>/KVM" (what QMP's
+ * query-cpus-fast reports as thread-id), 0 until the thread started.
+ * Any thread. */
+int vcpu_get_thread_id(VCPU *cpu);
+
 /* vcpu_get_fd: the KVM vCPU fd (for ioctls this API does not wrap). */
 int vcpu_get_fd(VCPU *cpu);
 

@@ -143,6 +143,29 @@ VirtIOBlock *virtio_blk_new(const VirtIOBlockConfig *cfg, BlockBackend *blk,
 /* virtio_blk_free: stop (drain) and free.  Main thread. */
 void virtio_blk_free(VirtIOBlock *s);
 
+/*
+ * virtio_blk_set_queue_context: serve queue @index in @ctx (referenced)
+ * from now on (x-blockdev-set-iothread).  A running queue is moved live:
+ * in its old context the requests in flight are drained and their used
+ * entries published (the guest's interrupt included), its notifier is
+ * unbound; then a new BlockQueue is made in @ctx, the notifier is bound
+ * there and the queue is kicked once, which picks up whatever the guest
+ * published meanwhile.  The ring state (avail/used indexes, EVENT_IDX)
+ * carries over, so no request is lost or run twice.  A stopped queue
+ * (before DRIVER_OK, after reset) just starts in @ctx next time.
+ * Returns 0, or a negative errno with *@errp set (the queue then keeps
+ * running in its old context).  Main thread with the BQL; takes
+ * vdev->lock, so it is serialised with the guest's status writes.
+ */
+int virtio_blk_set_queue_context(VirtIOBlock *s, unsigned index,
+                                 AioContext *ctx, GError **errp);
+
+/* virtio_blk_get_queue_context: the context serving queue @index (NULL
+ * past the last queue).  virtio_blk_get_num_queues: the queue count.
+ * Main thread (BQL). */
+AioContext *virtio_blk_get_queue_context(const VirtIOBlock *s, unsigned index);
+unsigned virtio_blk_get_num_queues(const VirtIOBlock *s);
+
 /* virtio_blk_get_vdev: the embedded device, for the transport. */
 VirtIODevice *virtio_blk_get_vdev(VirtIOBlock *s);
 

@@ -117,4 +117,50 @@ TEST(MachineEvent, ConcurrentRecordersExactlyOneWins)
     }
 }
 
+// The QMP SHUTDOWN event's reason follows the event that decided the
+// exit: debug-exit and a monitor quit emit none here.
+TEST(MachineEvent, ShutdownReasonFollowsTheWinner)
+{
+    struct Case {
+        MachineEventKind kind;
+        uint32_t value;
+        int host;
+        const char *reason;
+        bool guest;
+    } cases[] = {
+        { MACHINE_EVENT_DEBUG_EXIT, 3, SHUTDOWN_GUEST, nullptr, false },
+        { MACHINE_EVENT_VCPU_STOP, VM_STOP_GUEST_POWEROFF, SHUTDOWN_GUEST,
+          "guest-shutdown", true },
+        { MACHINE_EVENT_VCPU_STOP, VM_STOP_GUEST_SHUTDOWN, SHUTDOWN_GUEST,
+          "guest-reset", true },
+        { MACHINE_EVENT_VCPU_STOP, VM_STOP_GUEST_RESET, SHUTDOWN_GUEST,
+          "guest-reset", true },
+        { MACHINE_EVENT_VCPU_STOP, VM_STOP_INTERNAL_ERROR, SHUTDOWN_ERROR,
+          "host-error", false },
+        { MACHINE_EVENT_NONE, 0, SHUTDOWN_HOST_SIGNAL, "host-signal", false },
+        { MACHINE_EVENT_NONE, 0, SHUTDOWN_GUEST, "guest-shutdown", true },
+        { MACHINE_EVENT_NONE, 0, SHUTDOWN_ERROR, "host-error", false },
+        { MACHINE_EVENT_NONE, 0, SHUTDOWN_HOST_QMP, nullptr, false },
+    };
+    for (const Case &c : cases) {
+        MachineEvent e;
+        char *msg = nullptr;
+        machine_event_init(&e);
+        if (c.kind != MACHINE_EVENT_NONE) {
+            machine_event_record(&e, c.kind, c.value);
+        }
+        machine_event_exit_status(&e, c.host, 15, &msg);
+        g_free(msg);
+        bool guest = !c.guest;
+        const char *r = machine_event_shutdown_reason(&e, &guest);
+        if (c.reason) {
+            ASSERT_NE(r, nullptr);
+            EXPECT_STREQ(r, c.reason);
+            EXPECT_EQ(guest, c.guest) << c.reason;
+        } else {
+            EXPECT_EQ(r, nullptr);
+        }
+    }
+}
+
 } // namespace

@@ -14,7 +14,10 @@
 #include <glib/gstdio.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <spawn.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -552,6 +555,120 @@ TEST_F(Integration, TripleFaultEndsWithStatusZero)
     EXPECT_EQ(r.status, 0) << Describe(r);
     EXPECT_NE(r.err.find("shardvm: guest triple fault"), std::string::npos)
         << Describe(r);
+}
+
+// -no-shutdown over QMP: the guest triple-faults after "cont"; shardvm
+// sends SHUTDOWN then STOP, stays up with status "shutdown" (cont is
+// refused), query-cpus-fast shows the vCPU thread's id, and quit ends it
+// with status 0.
+TEST_F(Integration, NoShutdownKeepsTheProcessUntilQuit)
+{
+    const uint32_t load = 0x100000, entry = load + 32;
+    uint32_t hdr[8] = { 0x1BADB002u, 1u << 16, 0, load, load, 0, 0, entry };
+    hdr[2] = -(hdr[0] + hdr[1]);
+    std::string img((const char *)hdr, sizeof(hdr));
+    img += std::string("\x66\xb8\x34\x12\x8e\xd8\xeb\xfe", 8);
+    std::string k = WriteFile("gp.bin", img);
+    std::string sock = Path("qmp.sock");
+    std::string qmp = "unix:" + sock + ",server=on,wait=off";
+    const char *argv[] = { Binary().c_str(), "-nographic", "-S",
+                           "-no-shutdown", "-qmp", qmp.c_str(), "-kernel",
+                           k.c_str(), nullptr };
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    ASSERT_EQ(posix_spawn(&pid, argv[0], &fa, nullptr, (char **)argv,
+                          environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {};
+    a.sun_family = AF_UNIX;
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock.c_str());
+    bool connected = false;
+    for (int i = 0; i < 2000 && !connected; i++) { // until it listens
+        connected = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+        if (!connected) {
+            usleep(5000);
+        }
+    }
+    ASSERT_TRUE(connected) << "no QMP socket at " << sock;
+    struct timeval tv = { 30, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    std::string buf;
+    auto line = [&]() {
+        size_t nl;
+        while ((nl = buf.find('\n')) == std::string::npos) {
+            char c[4096];
+            ssize_t n = read(fd, c, sizeof(c));
+            if (n <= 0) {
+                return std::string();
+            }
+            buf.append(c, (size_t)n);
+        }
+        std::string l = buf.substr(0, nl);
+        buf.erase(0, nl + 1);
+        return l;
+    };
+    auto cmd = [&](const std::string &c) {
+        std::string m = c + "\n";
+        EXPECT_EQ(write(fd, m.data(), m.size()), (ssize_t)m.size());
+    };
+    // The reply to the last command, skipping (and keeping) events.
+    std::vector<std::string> events;
+    auto reply = [&]() {
+        for (;;) {
+            std::string l = line();
+            if (l.empty() || l.find("\"event\"") == std::string::npos) {
+                return l;
+            }
+            events.push_back(l);
+        }
+    };
+    EXPECT_NE(line().find("\"QMP\""), std::string::npos);
+    cmd("{\"execute\":\"qmp_capabilities\"}");
+    EXPECT_NE(reply().find("return"), std::string::npos);
+    cmd("{\"execute\":\"cont\"}");
+    EXPECT_NE(reply().find("return"), std::string::npos);
+    // Wait for STOP (after SHUTDOWN).
+    while (std::none_of(events.begin(), events.end(), [](auto &e) {
+        return e.find("\"STOP\"") != std::string::npos; })) {
+        std::string l = line();
+        ASSERT_FALSE(l.empty()) << "connection closed before STOP";
+        events.push_back(l);
+    }
+    std::vector<std::string> kinds;
+    for (auto &e : events) {
+        if (e.find("\"SHUTDOWN\"") != std::string::npos) {
+            kinds.push_back("SHUTDOWN");
+            EXPECT_NE(e.find("\"guest\":true"), std::string::npos) << e;
+            EXPECT_NE(e.find("\"reason\":\"guest-reset\""),
+                      std::string::npos) << e; // triple fault
+        } else if (e.find("\"STOP\"") != std::string::npos) {
+            kinds.push_back("STOP");
+        }
+    }
+    ASSERT_GE(kinds.size(), 2u);
+    EXPECT_EQ(kinds[kinds.size() - 2], "SHUTDOWN");
+    EXPECT_EQ(kinds.back(), "STOP");
+    cmd("{\"execute\":\"query-status\"}");
+    EXPECT_NE(reply().find("\"status\":\"shutdown\""), std::string::npos);
+    cmd("{\"execute\":\"cont\"}");
+    EXPECT_NE(reply().find("Resetting the Virtual Machine is required"),
+              std::string::npos);
+    cmd("{\"execute\":\"query-cpus-fast\"}");
+    std::string cpus = reply();
+    EXPECT_NE(cpus.find("\"thread-id\":"), std::string::npos) << cpus;
+    EXPECT_EQ(cpus.find("\"thread-id\":0"), std::string::npos) << cpus;
+    cmd("{\"execute\":\"quit\"}");
+    reply();
+    close(fd);
+    int status = -1;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 } // namespace
