@@ -228,7 +228,7 @@ TEST_F(AddressSpaceTest, ReplaceTableWhileReading)
     };
     static const IORegionOps dead_ops = { Dead::read_cb, Dead::write_cb };
     dead_late = 0;
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 100; i++) {
         Dead d;
         uint64_t base = 0x100 * (i % 64);
         IORegion *r = add(base, 0x10, &d, &dead_ops);
