@@ -76,6 +76,14 @@ TEST_F(Rcu, ArrayPublishFreesOldAfterGracePeriod)
     rcu_array_free_now(nullptr);
 }
 
+// A size that overflows is a caller bug: a loud abort, not a short array.
+TEST(RcuDeathTest, ArrayNewOverflowAborts)
+{
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(rcu_array_new(SIZE_MAX / 2, 4, nullptr), "overflows");
+    EXPECT_DEATH(rcu_array_new(1, SIZE_MAX - 8, nullptr), "overflows");
+}
+
 // ---- a reader held across a publish ------------------------------------
 //
 // The contract of rcu_array_publish(): a reader that is inside

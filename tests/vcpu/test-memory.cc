@@ -152,20 +152,59 @@ TEST_F(AddressSpaceTest, BqlRegionRemovedWhileDispatchWaits)
     bql_lock();
     IORegion *r = add(0x1000, 4, &dev, &Recorder::ops, IO_REGION_NEEDS_BQL);
     ASSERT_NE(r, nullptr);
-    std::atomic<bool> result{true};
+    std::atomic<bool> result{true}, done{false};
+    std::atomic<int> tid{0};
     std::thread t([&] {
         RcuThread reg;
+        tid = test_gettid();
         result = address_space_write(as_, 0x1000, 4, 1);
+        done = true;
     });
-    // Give the thread time to find the region and block on the BQL (if it
-    // is slower, it simply finds no region: same outcome).
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Until the thread has found the region and sleeps waiting for the
+    // BQL (it cannot finish while we hold it).
+    while (!done.load() && (tid.load() == 0 || !test_thread_blocked(tid.load()))) {
+        std::this_thread::yield();
+    }
+    EXPECT_FALSE(done.load());
     address_space_remove(as_, r);
     bql_unlock();
     t.join();
     EXPECT_FALSE(result.load());
     EXPECT_EQ(dev.writes.load(), 0u);
     EXPECT_EQ(address_space_get_unassigned(as_), 1u);
+}
+
+// Every kind of dispatch leaves the RCU read-side section it entered: a
+// lock-free region, a NEEDS_BQL region (with and without the BQL held by
+// the caller), an unassigned access and a split one.  A section left open
+// would make this thread's next synchronize_rcu() wait for itself.
+TEST_F(AddressSpaceTest, DispatchLeavesReadSideSection)
+{
+    Recorder lf, bq;
+    ASSERT_NE(add(0x1000, 4, &lf), nullptr);
+    bql_lock();
+    ASSERT_NE(add(0x2000, 4, &bq, &Recorder::ops, IO_REGION_NEEDS_BQL),
+              nullptr);
+    bql_unlock();
+    std::thread t([&] {
+        RcuThread reg;
+        uint64_t v;
+        EXPECT_FALSE(urcu_memb_read_ongoing());
+        address_space_read(as_, 0x1000, 4, &v);
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "lock-free";
+        address_space_write(as_, 0x2000, 4, 1);
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "NEEDS_BQL";
+        bql_lock();
+        address_space_write(as_, 0x2000, 4, 2);
+        bql_unlock();
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "NEEDS_BQL, BQL held";
+        address_space_read(as_, 0x9000, 4, &v);
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "unassigned";
+        address_space_read(as_, 0x1002, 4, &v);
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "split";
+    });
+    t.join();
+    EXPECT_EQ(bq.writes.load(), 2u);
 }
 
 // Readers hammer a region while the table is rebuilt 1,000 times; a
