@@ -163,6 +163,7 @@ struct AioContext {
 
     /* Consecutive passes that skipped epoll because work was ready. */
     unsigned fd_skips; /* home thread */
+    AioPollStats stats; /* counts for tests; home thread */
 
     /* Timers: binary min-heap on expire time; home thread only. */
     AioTimer **timers;

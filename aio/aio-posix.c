@@ -46,6 +46,11 @@
 /* The first busy-poll window once polling grows from 0, as QEMU. */
 #define AIO_POLL_NS_INITIAL 4000
 
+void aio_context_get_poll_stats(AioContext *ctx, AioPollStats *out)
+{
+    *out = ctx->stats;
+}
+
 int64_t aio_clock_ns(void)
 {
     struct timespec ts;
@@ -464,6 +469,7 @@ static int epoll_wait_ms(AioContext *ctx, struct epoll_event *events,
         int64_t m = timeout_ns / 1000000 + (timeout_ns % 1000000 != 0);
         ms = m > INT_MAX ? INT_MAX : (int)m;
     }
+    ctx->stats.last_wait_ns = ms < 0 ? -1 : (int64_t)ms * 1000000;
     return epoll_wait(ctx->epollfd, events, AIO_MAX_EVENTS, ms);
 }
 
@@ -478,8 +484,11 @@ static int epoll_wait_ns(AioContext *ctx, struct epoll_event *events,
         ts.tv_nsec = timeout_ns % 1000000000LL;
         tsp = &ts;
     }
+    ctx->stats.waits++;
     for (;;) {
         if (!ctx->no_epoll_pwait2) {
+            ctx->stats.last_wait_ns = tsp ? (int64_t)ts.tv_sec * 1000000000LL +
+                                            ts.tv_nsec : -1;
             n = epoll_pwait2(ctx->epollfd, events, AIO_MAX_EVENTS, tsp, NULL);
             if (n < 0 && errno == ENOSYS) {
                 /* Kernel before 5.11 or a seccomp filter: for good. */
@@ -606,6 +615,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
 
     aio_assert_home(ctx);
     ctx->walk_depth++;
+    ctx->stats.passes++;
 
     if (atomic_load_explicit(&ctx->poll_resync, memory_order_relaxed) &&
         poll_set_started(ctx, ctx->poll_started)) {
@@ -668,6 +678,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     if (blocking && timeout == 0 && ctx->fd_skips < AIO_MAX_FD_SKIPS) {
         /* Work is known to be ready: do not pay for epoll this time. */
         ctx->fd_skips++;
+        ctx->stats.skipped_waits++;
     } else {
         ctx->fd_skips = 0;
         n = epoll_wait_ns(ctx, events, timeout);

@@ -187,6 +187,24 @@ int aio_context_set_poll_params(AioContext *ctx, int64_t max_ns,
 int64_t aio_context_get_poll_ns(AioContext *ctx);
 
 /*
+ * AioPollStats: what aio_poll() did, as counts (for tests: they check the
+ * loop's decisions as counts and orderings instead of wall-clock time).
+ */
+typedef struct AioPollStats {
+    uint64_t passes;       /* aio_poll() calls, nested ones included */
+    uint64_t waits;        /* passes that asked epoll (maybe with timeout 0) */
+    uint64_t skipped_waits; /* passes that skipped epoll: work was ready */
+    int64_t last_wait_ns;  /* the timeout the last wait asked of the kernel
+                            * (ns, as passed: -1 forever) */
+} AioPollStats;
+
+/*
+ * aio_context_get_poll_stats: copy @ctx's counts into *@out.  Home thread
+ * (or any thread while no pass runs, e.g. after joining the poller).
+ */
+void aio_context_get_poll_stats(AioContext *ctx, AioPollStats *out);
+
+/*
  * aio_context_set_aio_max_batch: the most requests a Linux AIO / io_uring
  * queue bound to @ctx submits at once (0: backend default).  Stored for the
  * block layer; any thread.

@@ -1,6 +1,7 @@
 // aio_poll()/aio_notify(): blocking wake-ups, the notify_me protocol under
 // a ping-pong, adaptive busy-polling parameters.
 #include "aio-test.h"
+#include "../common/thread-state.h"
 
 #include <errno.h>
 
@@ -16,19 +17,45 @@ TEST_F(AioTest, NonBlockingPollWithNothingReturnsFalse)
 
 TEST_F(AioTest, NotifyWakesBlockingPoll)
 {
+    while (aio_poll(ctx, false)) {
+    }
+    int home = test_gettid();
+    Watchdog wd(ctx);
     std::thread t([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        // Notify only once the home thread is asleep in its pass.
+        while (!test_thread_blocked(home)) {
+            std::this_thread::yield();
+        }
         aio_notify(ctx);
     });
-    aio_poll(ctx, true); // returns (no callback ran, so false)
+    AioPollStats before, after;
+    aio_context_get_poll_stats(ctx, &before);
+    EXPECT_FALSE(aio_poll(ctx, true)); // no callback ran
+    bool rescued = wd.finish();
     t.join();
+    aio_context_get_poll_stats(ctx, &after);
+    EXPECT_FALSE(rescued) << "aio_notify did not wake the sleeping poller";
+    EXPECT_EQ(after.passes - before.passes, 1u);
+    EXPECT_EQ(after.last_wait_ns, -1); // it did sleep, with no timeout
 }
 
 TEST_F(AioTest, NotifyBeforePollMakesItNonBlocking)
 {
+    while (aio_poll(ctx, false)) {
+    }
     aio_notify(ctx);
+    Watchdog wd(ctx);
+    AioPollStats before, after;
+    aio_context_get_poll_stats(ctx, &before);
     aio_poll(ctx, true); // must not sleep: the notification is pending
-    SUCCEED();
+    aio_context_get_poll_stats(ctx, &after);
+    EXPECT_FALSE(wd.finish()) << "slept over a pending notification";
+    // It either skipped epoll or asked it not to wait.
+    bool no_sleep = after.skipped_waits > before.skipped_waits ||
+                    (after.waits > before.waits && after.last_wait_ns == 0);
+    EXPECT_TRUE(no_sleep) << "last wait asked for " << after.last_wait_ns;
+    // The notification was consumed: the next pass would sleep.
+    EXPECT_FALSE(aio_poll(ctx, false));
 }
 
 TEST_F(AioTest, PollParamsValidation)

@@ -178,6 +178,49 @@ TEST_F(IOThreadTest, PropertiesAtCreationAndRuntime)
     iothread_get_props(iot, &got);
     EXPECT_EQ(got.thread_pool_min, 2); // unchanged by the failures
 
+    // A value only the IOThread layer can reject: 2^32 + 5 workers.  The
+    // pool takes an int, where it would wrap to 5 and be accepted.
+    EXPECT_EQ(thread_pool_set_limits(ctx, 0, (int)((1LL << 32) + 5), 0), 0)
+        << "the pool layer accepts the wrapped value";
+    ASSERT_EQ(thread_pool_set_limits(ctx, 2, 2, 0), 0); // as it was
+    bad = IOTHREAD_PROPS_DEFAULT;
+    bad.thread_pool_max = (1LL << 32) + 5;
+    EXPECT_EQ(iothread_set_props(iot, &bad, &err), -EINVAL);
+    ASSERT_NE(err, nullptr);
+    g_clear_error(&err);
+
+    // A rejected set_props changes nothing, even the fields that were
+    // valid in it: neither the recorded properties nor the context.
+    IOThreadProps was;
+    iothread_get_props(iot, &was);
+    int64_t batch_was = aio_context_get_aio_max_batch(ctx);
+    int workers_was = thread_pool_get_workers(ctx);
+    for (int which = 0; which < 3; which++) {
+        bad = IOTHREAD_PROPS_DEFAULT;
+        bad.poll_max_ns = 777;
+        bad.poll_grow = 3;
+        bad.poll_shrink = 5;
+        bad.aio_max_batch = 99;
+        if (which == 0) {
+            bad.thread_pool_min = 9; // above the max (2)
+        } else if (which == 1) {
+            bad.thread_pool_max = (1LL << 32) + 5;
+        } else {
+            bad.thread_pool_max = 0;
+        }
+        EXPECT_EQ(iothread_set_props(iot, &bad, &err), -EINVAL) << which;
+        g_clear_error(&err);
+        iothread_get_props(iot, &got);
+        EXPECT_EQ(got.poll_max_ns, was.poll_max_ns) << which;
+        EXPECT_EQ(got.poll_grow, was.poll_grow) << which;
+        EXPECT_EQ(got.poll_shrink, was.poll_shrink) << which;
+        EXPECT_EQ(got.aio_max_batch, was.aio_max_batch) << which;
+        EXPECT_EQ(got.thread_pool_min, was.thread_pool_min) << which;
+        EXPECT_EQ(got.thread_pool_max, was.thread_pool_max) << which;
+        EXPECT_EQ(aio_context_get_aio_max_batch(ctx), batch_was) << which;
+        EXPECT_EQ(thread_pool_get_workers(ctx), workers_was) << which;
+    }
+
     iothread_free(iot);
     EXPECT_EQ(CountThreads("worker"), 0);
 

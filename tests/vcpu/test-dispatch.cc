@@ -3,6 +3,9 @@
 #include "vcpu-fixture.h"
 
 #include <cstddef>
+#include <cstring>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 
 // A guest that writes @n times to @port, then once to the end port.
@@ -252,6 +255,121 @@ TEST_F(VmTest, IrqfdAndMsiRoutes)
     EXPECT_GE(vm_signal_msi(vm_, 0xfee00000, 0x4030), 0);
     EXPECT_EQ(vm_set_irq_line(vm_, 4, true), 0);
     EXPECT_EQ(vm_set_irq_line(vm_, 4, false), 0);
+    event_notifier_cleanup(&e);
+    event_notifier_cleanup(&resample);
+}
+
+// ---- delivery, seen by host-side KVM probes (issue 14 point 2) ---------
+//
+// The vCPU never runs: KVM keeps what arrives pending, and the test reads
+// it back: the local APIC's IRR (KVM_GET_LAPIC) for MSIs, the IOAPIC's
+// IRR (KVM_GET_IRQCHIP) for interrupt lines.  An MSI to a local APIC is
+// only accepted while the APIC is software-enabled (SVR bit 8), which the
+// guest would do first; here the test does it.
+
+// vCPU 0's local APIC register at @off.
+static uint32_t LapicReg(VM *vm, unsigned off)
+{
+    struct kvm_lapic_state st = {};
+    EXPECT_EQ(ioctl(vcpu_get_fd(vm_get_vcpu(vm, 0)), KVM_GET_LAPIC, &st), 0);
+    uint32_t v;
+    memcpy(&v, &st.regs[off], sizeof(v));
+    return v;
+}
+
+static void LapicSoftwareEnable(VM *vm)
+{
+    int fd = vcpu_get_fd(vm_get_vcpu(vm, 0));
+    struct kvm_lapic_state st = {};
+    ASSERT_EQ(ioctl(fd, KVM_GET_LAPIC, &st), 0);
+    uint32_t svr;
+    memcpy(&svr, &st.regs[0xf0], sizeof(svr));
+    svr |= 0x100 | 0xff; // APIC enabled, spurious vector 0xff
+    memcpy(&st.regs[0xf0], &svr, sizeof(svr));
+    ASSERT_EQ(ioctl(fd, KVM_SET_LAPIC, &st), 0);
+}
+
+// Vector @vec pending in vCPU 0's IRR (0x200 + 0x10 per 32 vectors).
+static bool LapicIrr(VM *vm, unsigned vec)
+{
+    return (LapicReg(vm, 0x200 + (vec / 32) * 0x10) >> (vec % 32)) & 1;
+}
+
+// IOAPIC input @pin asserted (its IRR bit; set even while masked).
+static bool IoapicIrr(VM *vm, unsigned pin)
+{
+    struct kvm_irqchip chip = {};
+    chip.chip_id = KVM_IRQCHIP_IOAPIC;
+    EXPECT_EQ(ioctl(vm_get_fd(vm), KVM_GET_IRQCHIP, &chip), 0);
+    return (chip.chip.ioapic.irr >> pin) & 1;
+}
+
+// An MSI route delivers the vector its data names, to APIC 0; after
+// vm_update_msi_route() the same irqfd delivers the new vector.
+TEST_F(VmTest, MsiRouteUpdateChangesTheVector)
+{
+    create();
+    LapicSoftwareEnable(vm_);
+    EventNotifier e;
+    ASSERT_EQ(event_notifier_init(&e, false), 0);
+    // Fixed delivery, edge, physical destination APIC 0.
+    int gsi = vm_add_msi_route(vm_, 0xfee00000, 0x0041);
+    ASSERT_GE(gsi, 24);
+    ASSERT_EQ(vm_add_irqfd(vm_, &e, (unsigned)gsi, nullptr), 0);
+    EXPECT_FALSE(LapicIrr(vm_, 0x41));
+
+    ASSERT_EQ(event_notifier_set(&e), 0);
+    EXPECT_TRUE(wait_for([&] { return LapicIrr(vm_, 0x41); }))
+        << "the MSI did not arrive on vector 0x41";
+    EXPECT_FALSE(LapicIrr(vm_, 0x52));
+
+    ASSERT_EQ(vm_update_msi_route(vm_, (unsigned)gsi, 0xfee00000, 0x0052), 0);
+    ASSERT_EQ(event_notifier_set(&e), 0);
+    EXPECT_TRUE(wait_for([&] { return LapicIrr(vm_, 0x52); }))
+        << "after the update the MSI did not arrive on vector 0x52";
+
+    EXPECT_EQ(vm_del_irqfd(vm_, &e, (unsigned)gsi), 0);
+    EXPECT_EQ(vm_del_msi_route(vm_, (unsigned)gsi), 0);
+    event_notifier_cleanup(&e);
+}
+
+// vm_signal_msi() delivers directly, without a route.
+TEST_F(VmTest, SignalMsiDeliversItsVector)
+{
+    create();
+    LapicSoftwareEnable(vm_);
+    EXPECT_FALSE(LapicIrr(vm_, 0x63));
+    EXPECT_GE(vm_signal_msi(vm_, 0xfee00000, 0x0063), 0);
+    EXPECT_TRUE(LapicIrr(vm_, 0x63));
+}
+
+// vm_set_irq_line() drives the IOAPIC input: asserted, then deasserted.
+TEST_F(VmTest, IrqLineDeliversToGuest)
+{
+    create();
+    EXPECT_FALSE(IoapicIrr(vm_, 4));
+    EXPECT_EQ(vm_set_irq_line(vm_, 4, true), 0);
+    EXPECT_TRUE(IoapicIrr(vm_, 4)) << "KVM_IRQ_LINE did not assert pin 4";
+    EXPECT_EQ(vm_set_irq_line(vm_, 4, false), 0);
+    EXPECT_FALSE(IoapicIrr(vm_, 4));
+}
+
+// With a resample notifier the irqfd is level-triggered: the line stays
+// asserted after the event until the guest's EOI (which never comes
+// here).  Without it, the irqfd only pulses the line.
+TEST_F(VmTest, IrqfdResampleKeepsLineAssertedUntilEoi)
+{
+    create();
+    EventNotifier e, resample;
+    ASSERT_EQ(event_notifier_init(&e, false), 0);
+    ASSERT_EQ(event_notifier_init(&resample, false), 0);
+    ASSERT_EQ(vm_add_irqfd(vm_, &e, 10, &resample), 0);
+    EXPECT_FALSE(IoapicIrr(vm_, 10));
+    ASSERT_EQ(event_notifier_set(&e), 0);
+    EXPECT_TRUE(wait_for([&] { return IoapicIrr(vm_, 10); }))
+        << "a resampling irqfd must keep GSI 10 asserted until the EOI";
+    EXPECT_FALSE(event_notifier_test_and_clear(&resample)); // no EOI yet
+    EXPECT_EQ(vm_del_irqfd(vm_, &e, 10), 0);
     event_notifier_cleanup(&e);
     event_notifier_cleanup(&resample);
 }

@@ -1,6 +1,7 @@
 // The RCU address space on its own (no KVM): table order, overlap checks,
 // dispatch, unassigned accesses, the BQL rule and region lifetime.
 #include "vcpu-fixture.h"
+#include "../common/thread-state.h"
 
 #include <cerrno>
 
@@ -151,14 +152,20 @@ TEST_F(AddressSpaceTest, BqlRegionRemovedWhileDispatchWaits)
     bql_lock();
     IORegion *r = add(0x1000, 4, &dev, &Recorder::ops, IO_REGION_NEEDS_BQL);
     ASSERT_NE(r, nullptr);
-    std::atomic<bool> result{true};
+    std::atomic<bool> result{true}, done{false};
+    std::atomic<int> tid{0};
     std::thread t([&] {
         RcuThread reg;
+        tid = test_gettid();
         result = address_space_write(as_, 0x1000, 4, 1);
+        done = true;
     });
-    // Give the thread time to find the region and block on the BQL (if it
-    // is slower, it simply finds no region: same outcome).
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Until the thread has found the region and sleeps waiting for the
+    // BQL (it cannot finish while we hold it).
+    while (!done.load() && (tid.load() == 0 || !test_thread_blocked(tid.load()))) {
+        std::this_thread::yield();
+    }
+    EXPECT_FALSE(done.load());
     address_space_remove(as_, r);
     bql_unlock();
     t.join();
@@ -167,8 +174,45 @@ TEST_F(AddressSpaceTest, BqlRegionRemovedWhileDispatchWaits)
     EXPECT_EQ(address_space_get_unassigned(as_), 1u);
 }
 
+// Every kind of dispatch leaves the RCU read-side section it entered: a
+// lock-free region, a NEEDS_BQL region (with and without the BQL held by
+// the caller), an unassigned access and a split one.  A section left open
+// would make this thread's next synchronize_rcu() wait for itself.
+TEST_F(AddressSpaceTest, DispatchLeavesReadSideSection)
+{
+    Recorder lf, bq;
+    ASSERT_NE(add(0x1000, 4, &lf), nullptr);
+    bql_lock();
+    ASSERT_NE(add(0x2000, 4, &bq, &Recorder::ops, IO_REGION_NEEDS_BQL),
+              nullptr);
+    bql_unlock();
+    std::thread t([&] {
+        RcuThread reg;
+        uint64_t v;
+        EXPECT_FALSE(urcu_memb_read_ongoing());
+        address_space_read(as_, 0x1000, 4, &v);
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "lock-free";
+        address_space_write(as_, 0x2000, 4, 1);
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "NEEDS_BQL";
+        bql_lock();
+        address_space_write(as_, 0x2000, 4, 2);
+        bql_unlock();
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "NEEDS_BQL, BQL held";
+        address_space_read(as_, 0x9000, 4, &v);
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "unassigned";
+        address_space_read(as_, 0x1002, 4, &v);
+        EXPECT_FALSE(urcu_memb_read_ongoing()) << "split";
+    });
+    t.join();
+    EXPECT_EQ(bq.writes.load(), 2u);
+}
+
 // Readers hammer a region while the table is rebuilt 1,000 times; a
 // removed lock-free region is never called after its removal returned.
+// Callbacks of ReplaceTableWhileReading's dead regions that ran after
+// their removal had returned.
+static std::atomic<int> dead_late{0};
+
 TEST_F(AddressSpaceTest, ReplaceTableWhileReading)
 {
     Counter stable;
@@ -176,6 +220,9 @@ TEST_F(AddressSpaceTest, ReplaceTableWhileReading)
     ASSERT_NE(add(0x8000, 1, &stable, &Counter::ops), nullptr);
     std::atomic<bool> stop{false};
     std::atomic<uint64_t> done[2] = {{0}, {0}};
+    // The base of the region being added and removed: readers aim at it,
+    // so the dead region's callbacks really race with its removal.
+    std::atomic<uint64_t> target{0};
     std::vector<std::thread> readers;
     for (int i = 0; i < 2; i++) {
         readers.emplace_back([&, i] {
@@ -184,36 +231,171 @@ TEST_F(AddressSpaceTest, ReplaceTableWhileReading)
                 ASSERT_TRUE(address_space_write(as_, 0x8000, 1, 0));
                 done[i]++;
                 uint64_t v;
-                address_space_read(as_, 0x100 * (done[i] % 64), 1, &v);
+                uint64_t at = target.load();
+                address_space_read(as_, at, 1, &v);
+                address_space_write(as_, at + 1, 1, 0);
             }
         });
     }
+    // A device whose state is "freed" (poisoned) right after the removal
+    // returns, as a real device would free it: a callback that runs or is
+    // still running after that sees the poison.
     struct Dead {
         std::atomic<bool> removed{false};
-        std::atomic<int> after{0};
-        static void write_cb(void *o, uint64_t, uint64_t, unsigned)
+        std::atomic<int> calls{0};
+        static void touch(Dead *d)
         {
-            auto *d = static_cast<Dead *>(o);
-            if (d->removed.load()) {
-                d->after++;
+            d->calls++;
+            // Stay a little while inside, so a removal that does not wait
+            // for the callbacks has a window to return in.
+            for (int k = 0; k < 200; k++) {
+                if (d->removed.load()) {
+                    dead_late++;
+                    return;
+                }
             }
         }
+        static uint64_t read_cb(void *o, uint64_t, unsigned)
+        {
+            touch(static_cast<Dead *>(o));
+            return 0;
+        }
+        static void write_cb(void *o, uint64_t, uint64_t, unsigned)
+        {
+            touch(static_cast<Dead *>(o));
+        }
     };
-    static const IORegionOps dead_ops = { nullptr, Dead::write_cb };
-    for (int i = 0; i < 1000; i++) {
+    static const IORegionOps dead_ops = { Dead::read_cb, Dead::write_cb };
+    dead_late = 0;
+    for (int i = 0; i < 100; i++) {
         Dead d;
-        IORegion *r = add(0x100 * (i % 64), 0x10, &d, &dead_ops);
+        uint64_t base = 0x100 * (i % 64);
+        IORegion *r = add(base, 0x10, &d, &dead_ops);
         ASSERT_NE(r, nullptr);
+        target = base;
+        // Not vacuous: the region is in use when it goes away.
+        while (d.calls.load() == 0) {
+            std::this_thread::yield();
+        }
         address_space_remove(as_, r);
         d.removed = true;
-        EXPECT_EQ(d.after.load(), 0);
+        int calls = d.calls.load();
+        EXPECT_EQ(dead_late.load(), 0) << "callback ran after removal";
+        EXPECT_EQ(d.calls.load(), calls) << "callback entered after removal";
     }
     stop = true;
     for (auto &t : readers) {
         t.join();
     }
+    EXPECT_EQ(dead_late.load(), 0);
     EXPECT_EQ(stable.writes.load(), done[0].load() + done[1].load());
     EXPECT_EQ(stable.bad.load(), 0u);
+}
+
+// The lifetime contract, deterministically: a vCPU (here a plain thread)
+// is inside a lock-free region's read callback, i.e. inside its RCU
+// read-side section.  address_space_remove() on another thread must not
+// return until that callback has returned; the test holds the callback
+// until the remover is asleep in the grace period (or, if the contract is
+// broken, has returned), and then checks which one happened.
+TEST_F(AddressSpaceTest, RemoveWaitsForCallbackInsideReadSection)
+{
+    struct Held {
+        std::atomic<bool> inside{false};
+        std::atomic<bool> release{false};
+        std::atomic<bool> freed{false}; // "opaque freed" by the remover
+        std::atomic<int> used_after_free{0};
+        static uint64_t read_cb(void *o, uint64_t, unsigned)
+        {
+            auto *h = static_cast<Held *>(o);
+            h->inside = true;
+            while (!h->release.load()) {
+                std::this_thread::yield();
+            }
+            if (h->freed.load()) {
+                h->used_after_free++;
+            }
+            return 0x5a;
+        }
+    };
+    static const IORegionOps held_ops = { Held::read_cb, nullptr };
+    Held h;
+    IORegion *r = add(0x1000, 0x10, &h, &held_ops);
+    ASSERT_NE(r, nullptr);
+    // A neighbour that stays: the table is replaced, not emptied.
+    Recorder other;
+    ASSERT_NE(add(0x2000, 0x10, &other), nullptr);
+
+    uint64_t got = 0;
+    std::thread reader([&] {
+        RcuThread reg;
+        address_space_read(as_, 0x1008, 1, &got);
+    });
+    while (!h.inside.load()) {
+        std::this_thread::yield();
+    }
+
+    std::atomic<int> remover_tid{0};
+    std::atomic<bool> removed{false};
+    std::thread remover([&] {
+        RcuThread reg;
+        remover_tid = test_gettid();
+        address_space_remove(as_, r);
+        removed = true;
+        h.freed = true; // the device would free its state now
+    });
+    while (!removed.load() && (remover_tid.load() == 0 ||
+                               !test_thread_blocked(remover_tid.load()))) {
+        std::this_thread::yield();
+    }
+    EXPECT_FALSE(removed.load())
+        << "address_space_remove returned while a callback was running";
+    // The new table is already published: new accesses miss the region.
+    EXPECT_EQ(address_space_get_nr_regions(as_), 1u);
+
+    h.release = true;
+    reader.join();
+    remover.join();
+    EXPECT_TRUE(removed.load());
+    EXPECT_EQ(got, 0x5au);
+    EXPECT_EQ(h.used_after_free.load(), 0);
+    uint64_t v = 0;
+    EXPECT_FALSE(address_space_read(as_, 0x1008, 1, &v));
+    EXPECT_EQ(v, 0xffu);
+}
+
+// A reader that looked a region up inside its read-side section keeps the
+// old table and the region in it while another thread removes the region:
+// the removal waits for the reader, and what it holds stays readable.
+TEST_F(AddressSpaceTest, ReaderKeepsRemovedRegionUntilItLeaves)
+{
+    Recorder a, b;
+    IORegion *ra = add(0x3000, 0x10, &a);
+    ASSERT_NE(ra, nullptr);
+    ASSERT_NE(add(0x4000, 0x10, &b), nullptr);
+    urcu_memb_read_lock();
+    IORegion *seen = address_space_find(as_, 0x3004);
+    ASSERT_EQ(seen, ra);
+    std::atomic<int> tid{0};
+    std::atomic<bool> removed{false};
+    std::thread writer([&] {
+        RcuThread reg;
+        tid = test_gettid();
+        address_space_remove(as_, ra);
+        removed = true;
+    });
+    while (!removed.load() &&
+           (tid.load() == 0 || !test_thread_blocked(tid.load()))) {
+        std::this_thread::yield();
+    }
+    EXPECT_FALSE(removed.load()) << "removal did not wait for the reader";
+    EXPECT_EQ(io_region_get_base(seen), 0x3000u);
+    EXPECT_EQ(io_region_get_size(seen), 0x10u);
+    EXPECT_STREQ(io_region_get_name(seen), "r");
+    urcu_memb_read_unlock();
+    writer.join();
+    EXPECT_TRUE(removed.load());
+    EXPECT_EQ(address_space_get_nr_regions(as_), 1u);
 }
 
 // A device that answers each byte with its port's low byte plus 0x10, so a
