@@ -102,6 +102,7 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
         g_clear_pointer(&d, g_free);
         goto out;
     }
+    virtio_blk_set_error_handler(d->blk, host->block_errors, NULL);
     d->proxy = virtio_pci_new(virtio_blk_get_vdev(d->blk),
                               VIRTIO_BLK_PCI_CLASS, 0);
     if (virtio_pci_plug(d->proxy, host->pci, slot, errp) < 0) {
@@ -141,4 +142,9 @@ void virtio_blk_pci_destroy(void *opaque)
     }
     g_ptr_array_unref(d->iothreads);
     g_free(d);
+}
+
+VirtIOBlock *virtio_blk_pci_get_device(void *opaque)
+{
+    return ((VirtIOBlockPCI *)opaque)->blk;
 }

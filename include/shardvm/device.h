@@ -61,6 +61,9 @@ typedef struct DeviceHost {
     BlockBackend *(*find_drive)(void *opaque, const char *id);
     void *opaque;
     GuestMemory *guest_memory; /* the VM's RAM map, for DMA-capable devices */
+    /* Where block devices report failed requests (werror/rerror); NULL:
+     * none ("stop" then acts as "report").  Outlives every device. */
+    const struct BlockErrorHandler *block_errors;
 } DeviceHost;
 
 /*
@@ -95,6 +98,8 @@ const DeviceType *device_type_find(const char *name);
 void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
                             GError **errp);
 void virtio_blk_pci_destroy(void *dev);
+/* virtio_blk_pci_get_device: the virtio-blk device inside. */
+struct VirtIOBlock *virtio_blk_pci_get_device(void *dev);
 
 /*
  * device_props_take_pci_slot: take "addr" (QEMU's SLOT[.FUNCTION] in hex,
