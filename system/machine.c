@@ -2,6 +2,7 @@
  * Machine assembly: see include/shardvm/machine.h.
  */
 #include "shardvm/machine.h"
+#include "machine-block-errors.h"
 #include "shardvm/chardev.h"
 #include "shardvm/debug-exit.h"
 #include "shardvm/block.h"
@@ -45,6 +46,9 @@ struct Machine {
     bool start_paused;       /* -S: vCPUs start on the first "cont" */
     bool started;            /* vm_start() done */
     char *name;              /* -name */
+    /* werror/rerror=stop (issue 13); main-loop thread, BQL */
+    MachineBlockErrors *block_errors;
+    bool io_error_paused;    /* paused by an I/O error ("io-error") */
 
 };
 
@@ -190,12 +194,49 @@ static BlockBackend *machine_find_drive(void *opaque, const char *id)
     return NULL;
 }
 
+/* werror/rerror=stop: pause for an I/O error (main thread, BQL). */
+static bool machine_io_error_stop(void *opaque)
+{
+    Machine *m = opaque;
+    if (!m->started || vm_is_paused(m->vm)) {
+        return false;
+    }
+    vm_pause(m->vm);
+    m->io_error_paused = true;
+    return true;
+}
+
+static Monitor *machine_io_error_monitor(void *opaque)
+{
+    return ((Machine *)opaque)->monitor;
+}
+
+static const MachineBlockErrorsOps machine_block_errors_ops = {
+    .stop_vm = machine_io_error_stop,
+    .monitor = machine_io_error_monitor,
+};
+
 /* Every -drive / -blockdev, opened in command-line order (main thread). */
 static int machine_open_drives(Machine *m, const ShardvmOptions *o,
                                GError **errp)
 {
     for (guint i = 0; o->drives && i < o->drives->len; i++) {
-        BlockBackend *blk = blk_open(g_ptr_array_index(o->drives, i), errp);
+        const BlockOptions *bo = g_ptr_array_index(o->drives, i);
+        BlockBackend *blk;
+        if (bo->driver == BLOCK_DRIVER_BLKDEBUG) {
+            /* layered over a node defined before it */
+            BlockBackend *image = machine_find_drive(m, bo->image);
+            if (!image) {
+                return shardvm_error_set(errp, -ENOENT, "blkdebug '%s': "
+                                         "image '%s' not found (define it "
+                                         "before, with -blockdev "
+                                         "node-name= or -drive id=)",
+                                         bo->id ? bo->id : "", bo->image);
+            }
+            blk = blk_open_blkdebug(bo, image, errp);
+        } else {
+            blk = blk_open(bo, errp);
+        }
         if (!blk) {
             return -EINVAL;
         }
@@ -253,6 +294,7 @@ static int machine_add_pci(Machine *m, const ShardvmOptions *o,
         .find_drive = machine_find_drive,
         .opaque = m,
         .guest_memory = m->guest_memory,
+        .block_errors = machine_block_errors_handler(m->block_errors),
     };
     for (guint i = 0; i < o->devices->len; i++) {
         DeviceOption *d = g_ptr_array_index(o->devices, i);
@@ -421,6 +463,7 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
     m->start_paused = o->start_paused;
     m->name = g_strdup(o->name);
     m->drives = g_ptr_array_new_with_free_func((GDestroyNotify)blk_unref);
+    m->block_errors = machine_block_errors_new(&machine_block_errors_ops, m);
 
     if (!o->kernel) {
         shardvm_error_set(errp, -EINVAL, "no -kernel given: shardvm boots a "
@@ -540,6 +583,7 @@ void machine_free(Machine *m)
         md->type->destroy(md->dev);
     }
     g_array_free(m->devices, TRUE);
+    machine_block_errors_free(m->block_errors);
     pci_bus_free(m->pci);
     /* After the devices (their queues held references) and before the
      * IOThreads (a backend's per-context state goes with its queues). */
@@ -572,7 +616,10 @@ static const char *machine_qmp_run_state(void *opaque)
     if (!m->started) {
         return "prelaunch";
     }
-    return vm_is_paused(m->vm) ? "paused" : "running";
+    if (vm_is_paused(m->vm)) {
+        return m->io_error_paused ? "io-error" : "paused";
+    }
+    return "running";
 }
 
 static int machine_qmp_stop(void *opaque, GError **errp)
@@ -603,6 +650,10 @@ static int machine_qmp_cont(void *opaque, GError **errp)
     if (!vm_is_paused(m->vm)) {
         return 0;
     }
+    /* QEMU's order: devices retry what werror/rerror=stop kept, then the
+     * vCPUs run */
+    m->io_error_paused = false;
+    machine_block_errors_resume(m->block_errors);
     vm_resume(m->vm);
     return 1;
 }

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <cstring>
 #include <string>
@@ -389,6 +390,13 @@ protected:
     BlockBackend *blk_ = nullptr;
     BlockBackend *dbg_ = nullptr;   // blkdebug "e0" over d0, if opened
     ErrorSink *sink_ = nullptr;     // DeviceHost.block_errors, if set
+    std::unique_ptr<ErrorSink> sink_owner_; // outlives the device (TearDown)
+    ErrorSink &UseSink()
+    {
+        sink_owner_.reset(new ErrorSink());
+        sink_ = sink_owner_.get();
+        return *sink_;
+    }
     IOThread *iot_ = nullptr;
     std::string image_;
     void *dev_ = nullptr;
@@ -553,8 +561,7 @@ VirtIOBlock *VblkOf(void *dev)
 
 TEST_F(DevPath, WerrorReportFailsTheRequestToTheGuest)
 {
-    ErrorSink sink;
-    sink_ = &sink;
+    ErrorSink &sink = UseSink();
     ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write"));
     GError *err = nullptr;
     dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=report", &err);
@@ -575,8 +582,7 @@ TEST_F(DevPath, WerrorReportFailsTheRequestToTheGuest)
 
 TEST_F(DevPath, RerrorIgnoreCompletesAsOk)
 {
-    ErrorSink sink;
-    sink_ = &sink;
+    ErrorSink &sink = UseSink();
     ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=read,"
                                          "inject-error.0.errno=61"));
     GError *err = nullptr;
@@ -598,8 +604,7 @@ TEST_F(DevPath, RerrorIgnoreCompletesAsOk)
 // write in the image's, nothing lost, nothing run twice.
 TEST_F(DevPath, WerrorStopKeepsTheRequestAndRetriesOnResume)
 {
-    ErrorSink sink;
-    sink_ = &sink;
+    ErrorSink &sink = UseSink();
     ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write,"
                                          "inject-error.0.once=on"));
     GError *err = nullptr;
@@ -654,8 +659,7 @@ TEST_F(DevPath, WerrorStopKeepsTheRequestAndRetriesOnResume)
 // again); several kept requests are retried in order.
 TEST_F(DevPath, WerrorStopFailsAgainAndKeepsAgain)
 {
-    ErrorSink sink;
-    sink_ = &sink;
+    ErrorSink &sink = UseSink();
     ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=flush,"
                                          "inject-error.0.every=1"));
     GError *err = nullptr;
@@ -680,8 +684,7 @@ TEST_F(DevPath, WerrorStopFailsAgainAndKeepsAgain)
 // werror=enospc (the default): ENOSPC stops, EIO is reported.
 TEST_F(DevPath, WerrorEnospcStopsOnlyOnEnospc)
 {
-    ErrorSink sink;
-    sink_ = &sink;
+    ErrorSink &sink = UseSink();
     ASSERT_NO_FATAL_FAILURE(OpenBlkdebug(
         "inject-error.0.iotype=write,inject-error.0.sector=0,"
         "inject-error.0.errno=28,inject-error.0.once=on,"
