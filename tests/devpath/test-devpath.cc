@@ -733,6 +733,7 @@ TEST_F(DevPath, ErrorPolicyPropertiesAreChecked)
     ASSERT_NE(err, nullptr);
     EXPECT_NE(strstr(err->message, "werror"), nullptr) << err->message;
     g_clear_error(&err);
-    dev_ = Create("virtio-blk-pci,drive=d0,werror=auto,rerror=stop", &err);
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,werror=auto,"
+                  "rerror=stop", &err);
     EXPECT_NE(dev_, nullptr) << (err ? err->message : "");
 }
