@@ -11,6 +11,14 @@
 #include "shardvm/block.h"
 #include "shardvm/monitor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#ifdef __cplusplus
+}
+#endif
+
+#endif
+
 typedef struct MachineBlockErrors MachineBlockErrors;
 
 /*
@@ -39,5 +47,9 @@ void machine_block_errors_resume(MachineBlockErrors *be);
 /* machine_block_errors_event_data: BLOCK_IO_ERROR's "data" for @ev
  * (json_object_unref).  Pure. */
 JsonObject *machine_block_errors_event_data(const BlockIOErrorEvent *ev);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -96,6 +96,13 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
         goto out;
     }
     d->backend = blk;
+    /* werror/rerror=auto: the drive's (-drive werror=/rerror=) */
+    if (cfg.werror == BLOCK_ERROR_POLICY_AUTO) {
+        cfg.werror = blk_get_options(blk)->werror;
+    }
+    if (cfg.rerror == BLOCK_ERROR_POLICY_AUTO) {
+        cfg.rerror = blk_get_options(blk)->rerror;
+    }
     d->blk = virtio_blk_new(&cfg, blk, ctxs, host->guest_memory, errp);
     if (!d->blk) {
         blk_detach_dev(blk, d);

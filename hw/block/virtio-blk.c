@@ -706,15 +706,10 @@ VirtIOBlock *virtio_blk_new(const VirtIOBlockConfig *cfg, BlockBackend *blk,
     s->blk = blk;
     s->capacity_bytes = blk_get_size(blk);
     s->wce_configured = blk_get_write_cache(blk);
+    /* AUTO (the drive's) is resolved by the constructor that knows the
+     * drive (virtio-blk-pci); what is left gets QEMU's drive defaults */
     s->werror = cfg->werror;
     s->rerror = cfg->rerror;
-    if (s->werror == BLOCK_ERROR_POLICY_AUTO) {
-        s->werror = blk_get_options(blk)->werror;
-    }
-    if (s->rerror == BLOCK_ERROR_POLICY_AUTO) {
-        s->rerror = blk_get_options(blk)->rerror;
-    }
-    /* a BlockOptions not made by the parser: QEMU's drive defaults */
     if (s->werror == BLOCK_ERROR_POLICY_AUTO) {
         s->werror = BLOCK_ERROR_POLICY_ENOSPC;
     }

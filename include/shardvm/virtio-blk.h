@@ -98,7 +98,9 @@ typedef struct VirtIOBlockConfig {
     bool write_zeroes;
     VirtIOBlockVqMapping *vq_mapping;
     unsigned nr_vq_mapping;
-    /* werror / rerror (QEMU's device properties; AUTO = the drive's) */
+    /* werror / rerror (QEMU's device properties; AUTO = the drive's:
+     * virtio-blk-pci resolves it, virtio_blk_new() takes AUTO as QEMU's
+     * drive defaults, enospc / report) */
     BlockErrorPolicy werror;
     BlockErrorPolicy rerror;
 } VirtIOBlockConfig;
