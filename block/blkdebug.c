@@ -194,7 +194,10 @@ int blkdebug_rule_set(BlockInjectRule *r, const char *key, const char *v,
     }, events[] = {
         /* QEMU's events that mean "this kind of I/O reaches the node" */
         { "read_aio", BLKDEBUG_IO_READ },
+        { "preadv", BLKDEBUG_IO_READ },
         { "write_aio", BLKDEBUG_IO_WRITE },
+        { "pwritev", BLKDEBUG_IO_WRITE },
+        { "pwritev_zero", BLKDEBUG_IO_WRITE_ZEROES },
         { "flush_to_disk", BLKDEBUG_IO_FLUSH },
         { "flush_to_os", BLKDEBUG_IO_FLUSH },
     };
@@ -212,7 +215,8 @@ int blkdebug_rule_set(BlockInjectRule *r, const char *key, const char *v,
         }
         return shardvm_error_set(errp, -ENOTSUP, "blkdebug: %s '%s' is not "
                                  "supported (expected %s)", key, v,
-                                 ev ? "read_aio, write_aio, flush_to_disk or "
+                                 ev ? "read_aio, preadv, write_aio, pwritev, "
+                                      "pwritev_zero, flush_to_disk or "
                                       "flush_to_os"
                                     : "read, write, flush, discard or "
                                       "write-zeroes");

@@ -249,6 +249,18 @@ TEST_F(Blkdebug, QemuEventNames)
     EXPECT_EQ(Do(W), 0);
 }
 
+TEST_F(Blkdebug, QemuDeviceLevelEventNames)
+{
+    Open("inject-error.0.event=pwritev_zero,inject-error.1.event=preadv,"
+         "inject-error.1.errno=28,inject-error.2.event=pwritev,"
+         "inject-error.2.iotype=write,inject-error.2.errno=1");
+    EXPECT_EQ(Do(Z, 0, 8), -EIO);
+    EXPECT_EQ(Do(R), -ENOSPC);
+    EXPECT_EQ(Do(W), -EPERM);
+    EXPECT_EQ(Do(F), 0);
+    EXPECT_EQ(Do(D), 0);
+}
+
 // Deterministic: the same requests fail on every run.
 TEST_F(Blkdebug, Deterministic)
 {
