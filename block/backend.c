@@ -131,19 +131,30 @@ static int open_file(BlockBackend *blk, GError **errp)
                           errp);
 }
 
-BlockBackend *blk_open(const BlockOptions *opts, GError **errp)
+static BlockBackend *backend_alloc(const BlockOptions *opts)
 {
     BlockBackend *blk = g_new0(BlockBackend, 1);
 
     atomic_init(&blk->refcnt, 1);
     blk->fd = -1;
-    blk->opts = *opts;
-    blk->opts.id = g_strdup(opts->id);
-    blk->opts.filename = g_strdup(opts->filename);
+    block_options_copy(&blk->opts, opts);
     blk->align = 1;
     atomic_init(&blk->writeback, opts->cache_writeback);
     pthread_mutex_init(&blk->rmw_lock, NULL);
+    return blk;
+}
 
+BlockBackend *blk_open(const BlockOptions *opts, GError **errp)
+{
+    BlockBackend *blk;
+
+    if (opts->driver == BLOCK_DRIVER_BLKDEBUG) {
+        shardvm_error_set(errp, -EINVAL, "blkdebug '%s': needs the node it "
+                          "is layered over (image=NODE)",
+                          opts->id ? opts->id : "");
+        return NULL;
+    }
+    blk = backend_alloc(opts);
     if (opts->driver == BLOCK_DRIVER_FILE) {
         if (!opts->filename) {
             shardvm_error_set(errp, -EINVAL, "driver 'file' needs a file name");
@@ -168,6 +179,54 @@ fail:
     return NULL;
 }
 
+BlockBackend *blk_open_blkdebug(const BlockOptions *opts, BlockBackend *image,
+                                GError **errp)
+{
+    g_autoptr(GArray) rules = g_array_new(FALSE, FALSE,
+                                          sizeof(BlockInjectRule));
+    BlockOptions o;
+    BlockBackend *blk;
+
+    if (opts->driver != BLOCK_DRIVER_BLKDEBUG || !image) {
+        shardvm_error_set(errp, -EINVAL, "blkdebug: no image to layer over");
+        return NULL;
+    }
+    g_array_append_vals(rules, opts->inject, opts->nr_inject);
+    if (opts->blkdebug_config &&
+        blkdebug_load_config(opts->blkdebug_config, rules, errp) < 0) {
+        return NULL;
+    }
+    /* The image's geometry and cache; flushes and discards always reach
+     * the rules (the image applies its own cache.no-flush / discard). */
+    o = *opts;
+    o.read_only = opts->read_only || image->opts.read_only;
+    o.cache_direct = image->opts.cache_direct;
+    o.cache_no_flush = false;
+    o.cache_writeback = blk_get_write_cache(image);
+    o.discard = BLOCK_DISCARD_UNMAP;
+    blk = backend_alloc(&o);
+    if (blk_attach_dev(image, blk, errp) < 0) {
+        blk_unref(blk);
+        return NULL;
+    }
+    blk_ref(image);
+    blk->image = image;
+    blk->size = image->size;
+    blk->nr_dbg_rules = rules->len;
+    blk->dbg_rules = g_new0(BlkdebugRuleState, rules->len);
+    for (guint i = 0; i < rules->len; i++) {
+        blk->dbg_rules[i].rule = g_array_index(rules, BlockInjectRule, i);
+        atomic_init(&blk->dbg_rules[i].matches, 0);
+        atomic_init(&blk->dbg_rules[i].spent, false);
+    }
+    return blk;
+}
+
+BlockBackend *blk_get_image(const BlockBackend *blk)
+{
+    return blk->image;
+}
+
 void blk_ref(BlockBackend *blk)
 {
     atomic_fetch_add_explicit(&blk->refcnt, 1, memory_order_relaxed);
@@ -182,6 +241,11 @@ void blk_unref(BlockBackend *blk)
     if (blk->fd >= 0) {
         close(blk->fd); /* drops the OFD locks with the description */
     }
+    if (blk->image) {
+        blk_detach_dev(blk->image, blk);
+        blk_unref(blk->image);
+    }
+    g_free(blk->dbg_rules);
     pthread_mutex_destroy(&blk->rmw_lock);
     block_options_clear(&blk->opts);
     g_free(blk);

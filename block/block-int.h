@@ -76,6 +76,25 @@ extern const BlockDriverOps blk_drv_threads;
 extern const BlockDriverOps blk_drv_linux_aio;
 extern const BlockDriverOps blk_drv_io_uring;
 extern const BlockDriverOps blk_drv_null;
+extern const BlockDriverOps blk_drv_blkdebug;
+
+/* blkdebug: a rule and its counters, shared by the node's queues in every
+ * context (atomics). */
+typedef struct BlkdebugRuleState {
+    BlockInjectRule rule;     /* immutable after open */
+    _Atomic uint64_t matches; /* requests the rule matched so far */
+    atomic_bool spent;        /* a "once" rule that fired */
+} BlkdebugRuleState;
+
+/* blkdebug_load_config: append the [inject-error] sections of @path to
+ * @rules (GArray of BlockInjectRule).  0 or -errno with *@errp set. */
+int blkdebug_load_config(const char *path, GArray *rules, GError **errp);
+/* blkdebug_rule_init: QEMU's defaults (any I/O, EIO, any sector, always).
+ * blkdebug_rule_set: one key of an [inject-error] rule (event, iotype,
+ * errno, sector, once, immediately; every, sector-count).  Pure. */
+void blkdebug_rule_init(BlockInjectRule *r);
+int blkdebug_rule_set(BlockInjectRule *r, const char *key, const char *v,
+                      GError **errp);
 
 /* Statistics, updated with relaxed atomics at completion. */
 typedef struct BlockStatsAtomic {
@@ -101,6 +120,11 @@ struct BlockBackend {
     pthread_mutex_t rmw_lock; /* serialises O_DIRECT read-modify-writes
                                  (pthread, not GMutex: TSan sees it) */
     BlockStatsAtomic stats;
+    /* blkdebug: the node below (referenced, attached to us) and the
+     * rules; immutable after open. */
+    BlockBackend *image;
+    BlkdebugRuleState *dbg_rules;
+    unsigned nr_dbg_rules;
 };
 
 struct BlockQueue {
@@ -123,6 +147,8 @@ struct BlockQueue {
     /* null drivers with latency-ns: FIFO of requests waiting for a timer */
     BlockRequest *lat_head, **lat_tail;
     AioTimer *lat_timer;
+    /* blkdebug: the image's queue in the same context */
+    BlockQueue *child;
 };
 
 /* blk_req_done: the driver's completion, in the home thread. */

@@ -7,7 +7,7 @@
  * and one function per option family takes its keys out of the table; a
  * key left over at the end is unknown.
  */
-#include "shardvm/block.h"
+#include "block-int.h"
 #include "shardvm/error.h"
 #include "shardvm/options.h"
 
@@ -21,7 +21,23 @@ void block_options_clear(BlockOptions *o)
 {
     g_free(o->id);
     g_free(o->filename);
+    g_free(o->image);
+    g_free(o->blkdebug_config);
+    g_free(o->inject);
     memset(o, 0, sizeof(*o));
+}
+
+void block_options_copy(BlockOptions *dst, const BlockOptions *src)
+{
+    *dst = *src;
+    dst->id = g_strdup(src->id);
+    dst->filename = g_strdup(src->filename);
+    dst->image = g_strdup(src->image);
+    dst->blkdebug_config = g_strdup(src->blkdebug_config);
+    dst->inject = src->nr_inject
+                  ? g_memdup2(src->inject,
+                              src->nr_inject * sizeof(*src->inject))
+                  : NULL;
 }
 
 /* Remove @key from @kv and return its value (caller frees), or NULL. */
@@ -179,6 +195,8 @@ static int parse_driver(const char *opt, const char *key, const char *v,
         o->driver = BLOCK_DRIVER_NULL_CO;
     } else if (!strcmp(v, "null-aio")) {
         o->driver = BLOCK_DRIVER_NULL_AIO;
+    } else if (!strcmp(v, "blkdebug")) {
+        o->driver = BLOCK_DRIVER_BLKDEBUG;
     } else if (!strcmp(v, "qcow2") || !strcmp(v, "raw")) {
         return shardvm_error_set(errp, -ENOTSUP,
                                  "%s: %s '%s' is not supported yet (raw "
@@ -186,9 +204,89 @@ static int parse_driver(const char *opt, const char *key, const char *v,
     } else {
         return shardvm_error_set(errp, -EINVAL,
                                  "%s: unknown %s '%s' (expected file, "
-                                 "null-co or null-aio)", opt, key, v);
+                                 "null-co, null-aio or blkdebug)", opt, key,
+                                 v);
     }
     return 0;
+}
+
+/* Take the keys starting with @prefix out of @kv into a new table whose
+ * keys lack the prefix; NULL when there are none. */
+static GHashTable *take_prefixed(GHashTable *kv, const char *prefix)
+{
+    GHashTable *sub = NULL;
+    GHashTableIter it;
+    gpointer k, v;
+    size_t pl = strlen(prefix);
+
+    g_hash_table_iter_init(&it, kv);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        if (strncmp(k, prefix, pl) != 0) {
+            continue;
+        }
+        if (!sub) {
+            sub = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                        g_free);
+        }
+        g_hash_table_insert(sub, g_strdup((char *)k + pl), v);
+        g_hash_table_iter_steal(&it);
+        g_free(k);
+    }
+    return sub;
+}
+
+#define BLKDEBUG_MAX_RULES 64
+
+/*
+ * blkdebug: image=NODE, config=FILE, inject-error.N.KEY=VALUE (QEMU's
+ * list syntax: N from 0 without gaps; the JSON form's array flattens to
+ * the same keys).
+ */
+static int take_blkdebug(GHashTable *kv, const char *opt, BlockOptions *o,
+                         GError **errp)
+{
+    GArray *rules;
+    int r = 0;
+
+    o->image = take(kv, "image");
+    o->blkdebug_config = take(kv, "config");
+    if (!o->image || !*o->image) {
+        return shardvm_error_set(errp, -EINVAL, "%s: blkdebug needs "
+                                 "image=NODE (the node-name of a -blockdev "
+                                 "or the id of a -drive defined before it)",
+                                 opt);
+    }
+    rules = g_array_new(FALSE, FALSE, sizeof(BlockInjectRule));
+    for (unsigned n = 0; n < BLKDEBUG_MAX_RULES; n++) {
+        g_autofree char *prefix = g_strdup_printf("inject-error.%u.", n);
+        GHashTable *sub = take_prefixed(kv, prefix);
+        GHashTableIter it;
+        gpointer k, v;
+        BlockInjectRule rule;
+
+        if (!sub) {
+            break;
+        }
+        blkdebug_rule_init(&rule);
+        g_hash_table_iter_init(&it, sub);
+        while (r == 0 && g_hash_table_iter_next(&it, &k, &v)) {
+            GError *kerr = NULL;
+            r = blkdebug_rule_set(&rule, k, v, &kerr);
+            if (r < 0) {
+                shardvm_error_set(errp, r, "%s: inject-error.%u: %s", opt, n,
+                                  kerr->message);
+                g_error_free(kerr);
+            }
+        }
+        g_hash_table_unref(sub);
+        if (r < 0) {
+            break;
+        }
+        g_array_append_val(rules, rule);
+    }
+    o->nr_inject = rules->len;
+    o->inject = (BlockInjectRule *)g_array_free(rules, rules->len == 0);
+    return r;
 }
 
 /* Keys -drive and -blockdev share; null-driver keys only where allowed. */
@@ -204,6 +302,9 @@ static int take_common(GHashTable *kv, const char *opt, BlockOptions *o,
         (r = take_bool(kv, opt, "cache.no-flush", &o->cache_no_flush,
                        errp)) < 0) {
         return r;
+    }
+    if (o->driver == BLOCK_DRIVER_BLKDEBUG) {
+        return take_blkdebug(kv, opt, o, errp);
     }
     if (o->driver != BLOCK_DRIVER_FILE) {
         if ((r = take_bool(kv, opt, "read-zeroes", &o->null_read_zeroes,
@@ -242,6 +343,20 @@ static void set_defaults(BlockOptions *o)
     memset(o, 0, sizeof(*o));
     o->cache_writeback = true;
     o->null_size = NULL_DEFAULT_SIZE;
+    o->werror = BLOCK_ERROR_POLICY_ENOSPC;
+    o->rerror = BLOCK_ERROR_POLICY_REPORT;
+}
+
+/* -drive werror= / rerror= (no "auto": that is the device's). */
+static int take_error_policy(GHashTable *kv, const char *key,
+                             BlockErrorPolicy *out, GError **errp)
+{
+    g_autofree char *v = take(kv, key);
+    if (v && block_error_policy_parse(v, false, out) < 0) {
+        return bad_value(errp, "-drive", key, v,
+                         "report, ignore, enospc or stop");
+    }
+    return 0;
 }
 
 static int parse_drive_kv(GHashTable *kv, BlockOptions *o, GError **errp)
@@ -290,6 +405,10 @@ static int parse_drive_kv(GHashTable *kv, BlockOptions *o, GError **errp)
         return r;
     }
     o->read_only = ro;
+    if ((r = take_error_policy(kv, "werror", &o->werror, errp)) < 0 ||
+        (r = take_error_policy(kv, "rerror", &o->rerror, errp)) < 0) {
+        return r;
+    }
     if (o->driver == BLOCK_DRIVER_FILE && (!o->filename || !*o->filename)) {
         return shardvm_error_set(errp, -EINVAL,
                                  "-drive: parameter 'file' is missing");
@@ -352,6 +471,19 @@ static int json_flatten(GHashTable *kv, const char *prefix, JsonNode *node,
         }
         return 0;
     }
+    if (prefix && JSON_NODE_HOLDS_ARRAY(node)) {
+        /* [a, b] -> prefix.0, prefix.1 (QEMU's list flattening) */
+        JsonArray *arr = json_node_get_array(node);
+        for (guint i = 0; i < json_array_get_length(arr); i++) {
+            g_autofree char *key = g_strdup_printf("%s.%u", prefix, i);
+            int r = json_flatten(kv, key, json_array_get_element(arr, i),
+                                 errp);
+            if (r < 0) {
+                return r;
+            }
+        }
+        return 0;
+    }
     if (!prefix || !JSON_NODE_HOLDS_VALUE(node)) {
         return shardvm_error_set(errp, -EINVAL, "-blockdev: invalid JSON "
                                  "value for '%s'", prefix ? prefix : "");
@@ -360,7 +492,7 @@ static int json_flatten(GHashTable *kv, const char *prefix, JsonNode *node,
     char *val;
     if (type == G_TYPE_BOOLEAN) {
         val = g_strdup(json_node_get_boolean(node) ? "on" : "off");
-    } else if (type == G_TYPE_INT64 && json_node_get_int(node) >= 0) {
+    } else if (type == G_TYPE_INT64) {
         val = g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(node));
     } else if (type == G_TYPE_STRING) {
         val = g_strdup(json_node_get_string(node));

@@ -25,6 +25,9 @@ struct BlockFlushEpoch {
 
 static const BlockDriverOps *driver_ops(const BlockOptions *o)
 {
+    if (o->driver == BLOCK_DRIVER_BLKDEBUG) {
+        return &blk_drv_blkdebug;
+    }
     if (o->driver != BLOCK_DRIVER_FILE) {
         return &blk_drv_null;
     }
@@ -317,7 +320,8 @@ static int submit(BlockQueue *q, BlockReqType type, uint64_t offset,
     req->opaque = opaque;
     req->start_ns = aio_clock_ns();
     if ((type == BLK_REQ_READ || type == BLK_REQ_WRITE) &&
-        q->ops != &blk_drv_null && (r = req_setup_bounce(req)) < 0) {
+        q->ops != &blk_drv_null && q->ops != &blk_drv_blkdebug &&
+        (r = req_setup_bounce(req)) < 0) {
         req_put(q, req);
         return r;
     }

@@ -2,6 +2,7 @@
  * Machine assembly: see include/shardvm/machine.h.
  */
 #include "shardvm/machine.h"
+#include "machine-block-errors.h"
 #include "shardvm/chardev.h"
 #include "shardvm/debug-exit.h"
 #include "shardvm/block.h"
@@ -54,6 +55,9 @@ struct Machine {
     /* The first guest stop reason under -no-shutdown (VMStopReason; 0:
      * system_powerdown).  CAS from vCPU threads, read by the BH. */
     _Atomic int guest_stop_reason;
+    /* werror/rerror=stop (issue 13); main-loop thread, BQL */
+    MachineBlockErrors *block_errors;
+    bool io_error_paused;    /* paused by an I/O error ("io-error") */
 
 };
 
@@ -203,12 +207,49 @@ static BlockBackend *machine_find_drive(void *opaque, const char *id)
     return NULL;
 }
 
+/* werror/rerror=stop: pause for an I/O error (main thread, BQL). */
+static bool machine_io_error_stop(void *opaque)
+{
+    Machine *m = opaque;
+    if (!m->started || vm_is_paused(m->vm)) {
+        return false;
+    }
+    vm_pause(m->vm);
+    m->io_error_paused = true;
+    return true;
+}
+
+static Monitor *machine_io_error_monitor(void *opaque)
+{
+    return ((Machine *)opaque)->monitor;
+}
+
+static const MachineBlockErrorsOps machine_block_errors_ops = {
+    .stop_vm = machine_io_error_stop,
+    .monitor = machine_io_error_monitor,
+};
+
 /* Every -drive / -blockdev, opened in command-line order (main thread). */
 static int machine_open_drives(Machine *m, const ShardvmOptions *o,
                                GError **errp)
 {
     for (guint i = 0; o->drives && i < o->drives->len; i++) {
-        BlockBackend *blk = blk_open(g_ptr_array_index(o->drives, i), errp);
+        const BlockOptions *bo = g_ptr_array_index(o->drives, i);
+        BlockBackend *blk;
+        if (bo->driver == BLOCK_DRIVER_BLKDEBUG) {
+            /* layered over a node defined before it */
+            BlockBackend *image = machine_find_drive(m, bo->image);
+            if (!image) {
+                return shardvm_error_set(errp, -ENOENT, "blkdebug '%s': "
+                                         "image '%s' not found (define it "
+                                         "before, with -blockdev "
+                                         "node-name= or -drive id=)",
+                                         bo->id ? bo->id : "", bo->image);
+            }
+            blk = blk_open_blkdebug(bo, image, errp);
+        } else {
+            blk = blk_open(bo, errp);
+        }
         if (!blk) {
             return -EINVAL;
         }
@@ -267,6 +308,7 @@ static int machine_add_pci(Machine *m, const ShardvmOptions *o,
         .opaque = m,
         .guest_memory = m->guest_memory,
         .nr_vcpus = (unsigned)vm_get_nr_vcpus(m->vm),
+        .block_errors = machine_block_errors_handler(m->block_errors),
     };
     for (guint i = 0; i < o->devices->len; i++) {
         DeviceOption *d = g_ptr_array_index(o->devices, i);
@@ -497,6 +539,7 @@ Machine *machine_new(const ShardvmOptions *o, GError **errp)
     }
     m->name = g_strdup(o->name);
     m->drives = g_ptr_array_new_with_free_func((GDestroyNotify)blk_unref);
+    m->block_errors = machine_block_errors_new(&machine_block_errors_ops, m);
 
     if (!o->kernel) {
         shardvm_error_set(errp, -EINVAL, "no -kernel given: shardvm boots a "
@@ -630,6 +673,7 @@ void machine_free(Machine *m)
         g_free(md->qdev);
     }
     g_array_free(m->devices, TRUE);
+    machine_block_errors_free(m->block_errors);
     pci_bus_free(m->pci);
     /* After the devices (their queues held references) and before the
      * IOThreads (a backend's per-context state goes with its queues). */
@@ -665,7 +709,10 @@ static const char *machine_qmp_run_state(void *opaque)
     if (m->guest_shutdown) {
         return "shutdown";
     }
-    return vm_is_paused(m->vm) ? "paused" : "running";
+    if (vm_is_paused(m->vm)) {
+        return m->io_error_paused ? "io-error" : "paused";
+    }
+    return "running";
 }
 
 static int machine_qmp_stop(void *opaque, GError **errp)
@@ -701,6 +748,10 @@ static int machine_qmp_cont(void *opaque, GError **errp)
     if (!vm_is_paused(m->vm)) {
         return 0;
     }
+    /* QEMU's order: devices retry what werror/rerror=stop kept, then the
+     * vCPUs run */
+    m->io_error_paused = false;
+    machine_block_errors_resume(m->block_errors);
     vm_resume(m->vm);
     return 1;
 }

@@ -118,12 +118,20 @@ void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
         goto out;
     }
     d->backend = blk;
+    /* werror/rerror=auto: the drive's (-drive werror=/rerror=) */
+    if (cfg.werror == BLOCK_ERROR_POLICY_AUTO) {
+        cfg.werror = blk_get_options(blk)->werror;
+    }
+    if (cfg.rerror == BLOCK_ERROR_POLICY_AUTO) {
+        cfg.rerror = blk_get_options(blk)->rerror;
+    }
     d->blk = virtio_blk_new(&cfg, blk, ctxs, host->guest_memory, errp);
     if (!d->blk) {
         blk_detach_dev(blk, d);
         g_clear_pointer(&d, g_free);
         goto out;
     }
+    virtio_blk_set_error_handler(d->blk, host->block_errors, NULL);
     d->proxy = virtio_pci_new(virtio_blk_get_vdev(d->blk),
                               VIRTIO_BLK_PCI_CLASS, 0);
     if (virtio_pci_plug(d->proxy, host->pci, slot, errp) < 0) {
@@ -236,4 +244,9 @@ int virtio_blk_pci_set_iothread(void *dev, IOThread *iot, GError **errp)
     }
     vblk_pci_recount_iothreads(d);
     return ret;
+}
+
+VirtIOBlock *virtio_blk_pci_get_device(void *opaque)
+{
+    return ((VirtIOBlockPCI *)opaque)->blk;
 }

@@ -250,6 +250,18 @@ int virtio_blk_parse_props(GHashTable *props, VirtIOBlockConfig *cfg,
             g_free(v);
         }
     }
+    const char *err_keys[] = { "werror", "rerror" };
+    BlockErrorPolicy *err_out[] = { &cfg->werror, &cfg->rerror };
+    for (unsigned i = 0; ret == 0 && i < 2; i++) {
+        if ((v = take(props, err_keys[i]))) {
+            if (block_error_policy_parse(v, true, err_out[i]) < 0) {
+                ret = shardvm_error_set(errp, -EINVAL, "virtio-blk: %s='%s': "
+                                        "expected report, ignore, enospc, "
+                                        "stop or auto", err_keys[i], v);
+            }
+            g_free(v);
+        }
+    }
     if (ret == 0 && (v = take(props, "iothread-vq-mapping"))) {
         ret = parse_mapping(v, cfg, errp);
         g_free(v);

@@ -8,6 +8,7 @@
 #include "shardvm/error.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <endian.h>
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +26,13 @@ typedef struct VirtIOBlockReq {
     VirtQueueElement *elem;
     uint8_t *status;       /* last writable byte (guest RAM, valid in flight) */
     bool pooled;
+    /* What was asked, kept so that werror/rerror=stop can resubmit it;
+     * the vectors point into elem (edited once, at pop). */
+    uint32_t type;
+    uint64_t sector;
+    struct iovec *out, *in;
+    unsigned out_num, in_num;
+    struct VirtIOBlockReq *next;   /* the queue's held list */
 } VirtIOBlockReq;
 
 struct VirtIOBlockQueue {
@@ -41,6 +49,9 @@ struct VirtIOBlockQueue {
     bool stopping;
     VirtIOBlockReq *reqs;    /* queue-size preallocated requests */
     GPtrArray *free_reqs;    /* [ctx] */
+    /* [ctx] failed requests kept by the "stop" policy, oldest first,
+     * resubmitted by the retry BH */
+    VirtIOBlockReq *held_head, **held_tail;
 };
 
 struct VirtIOBlock {
@@ -52,6 +63,13 @@ struct VirtIOBlock {
     bool wce_configured;     /* immutable: the drive's cache mode, restored
                               * at every stop (reset) */
     VirtIOBlockQueue *queues;
+    /* Error policy (immutable after new; AUTO resolved from the drive) */
+    BlockErrorPolicy werror, rerror;
+    /* Set by virtio_blk_set_error_handler before the start; immutable
+     * while queues run. */
+    const BlockErrorHandler *err_handler;
+    char *err_id;
+    atomic_uint held;        /* requests on the held lists (all queues) */
 };
 
 static inline VirtIOBlock *vblk_of(VirtIODevice *vdev)
@@ -160,9 +178,59 @@ static void req_complete(VirtIOBlockReq *r, uint8_t status)
     aio_bh_schedule(q->flush_bh);
 }
 
+/*
+ * A request failed on the host: werror (writes, flushes, discards,
+ * write-zeroes) or rerror (reads) decides.  Returns the status to
+ * complete with, or -EINPROGRESS when the request is kept for a retry
+ * (action "stop": the handler stops the VM and resumes it on "cont").
+ */
+static int vblk_on_error(VirtIOBlockReq *r, int ret)
+{
+    VirtIOBlockQueue *q = r->q;
+    VirtIOBlock *s = q->s;
+    bool is_read = r->type == VIRTIO_BLK_T_IN;
+    BlockErrorAction action = block_error_action(is_read ? s->rerror
+                                                         : s->werror, ret);
+    const BlockErrorHandler *h = s->err_handler;
+
+    if (action == BLOCK_ERROR_ACTION_STOP && !h) {
+        action = BLOCK_ERROR_ACTION_REPORT; /* nobody would resume */
+    }
+    if (h && h->io_error) {
+        BlockIOErrorEvent ev = {
+            .device = s->err_id ? s->err_id : blk_get_id(s->blk),
+            .node_name = blk_get_id(s->blk),
+            .is_read = is_read,
+            .action = action,
+            .iostatus = s->werror == BLOCK_ERROR_POLICY_STOP ||
+                        s->werror == BLOCK_ERROR_POLICY_ENOSPC ||
+                        s->rerror == BLOCK_ERROR_POLICY_STOP,
+            .error = ret,
+        };
+        h->io_error(h->opaque, &ev);
+    }
+    switch (action) {
+    case BLOCK_ERROR_ACTION_IGNORE:
+        return VIRTIO_BLK_S_OK;
+    case BLOCK_ERROR_ACTION_STOP:
+        r->next = NULL;
+        *q->held_tail = r;
+        q->held_tail = &r->next;
+        atomic_fetch_add_explicit(&s->held, 1, memory_order_relaxed);
+        return -EINPROGRESS;
+    default:
+        return VIRTIO_BLK_S_IOERR;
+    }
+}
+
 static void req_done(void *opaque, int ret)
 {
-    req_complete(opaque, ret == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR);
+    VirtIOBlockReq *r = opaque;
+    int st = ret == 0 ? VIRTIO_BLK_S_OK : vblk_on_error(r, ret);
+
+    if (st != -EINPROGRESS) {
+        req_complete(r, st);
+    }
 }
 
 static void vblk_flush_bh(void *opaque)
@@ -306,8 +374,13 @@ static void vblk_handle_request(VirtIOBlockQueue *q, VirtQueueElement *elem)
     if (--in[in_num - 1].iov_len == 0) {
         in_num--;
     }
-    st = vblk_submit(r, le32toh(hdr.type), le64toh(hdr.sector), out, out_num,
-                     in, in_num);
+    r->type = le32toh(hdr.type);
+    r->sector = le64toh(hdr.sector);
+    r->out = out;
+    r->out_num = out_num;
+    r->in = in;
+    r->in_num = in_num;
+    st = vblk_submit(r, r->type, r->sector, out, out_num, in, in_num);
     if (st != -EINPROGRESS) {
         req_complete(r, st);
     }
@@ -347,6 +420,88 @@ static void vblk_handle_vq(VirtIODevice *vdev, VirtQueue *vq)
 }
 
 /* ------------------------------------------------------------------ */
+/* werror/rerror=stop: held requests */
+
+/* Take the held list of @q (its context). */
+static VirtIOBlockReq *vblk_take_held(VirtIOBlockQueue *q)
+{
+    VirtIOBlockReq *list = q->held_head;
+    unsigned n = 0;
+
+    q->held_head = NULL;
+    q->held_tail = &q->held_head;
+    for (VirtIOBlockReq *r = list; r; r = r->next) {
+        n++;
+    }
+    atomic_fetch_sub_explicit(&q->s->held, n, memory_order_relaxed);
+    return list;
+}
+
+/* In the queue's context: resubmit what "stop" kept, in order, as one
+ * plugged batch.  A request that fails again meets the policy again. */
+static void vblk_retry_bh(void *opaque)
+{
+    VirtIOBlockQueue *q = opaque;
+    VirtIOBlockReq *list;
+
+    vblk_assert_home(q);
+    if (!q->bq || q->stopping) {
+        return; /* reset in between: the stop dropped them */
+    }
+    list = vblk_take_held(q);
+    blk_queue_plug(q->bq);
+    while (list) {
+        VirtIOBlockReq *r = list;
+        int st;
+
+        list = r->next;
+        st = vblk_submit(r, r->type, r->sector, r->out, r->out_num, r->in,
+                         r->in_num);
+        if (st != -EINPROGRESS) {
+            req_complete(r, st);
+        }
+    }
+    blk_queue_unplug(q->bq);
+}
+
+void virtio_blk_retry_failed(VirtIOBlock *s)
+{
+    for (unsigned i = 0; i < s->vdev.num_queues; i++) {
+        VirtIOBlockQueue *q = &s->queues[i];
+
+        /* FIFO behind anything the main thread scheduled before (a stop's
+         * run_sync comes after this BH, so it never sees it run late) */
+        if (q->started) {
+            aio_bh_schedule_oneshot(q->ctx, vblk_retry_bh, q);
+        }
+    }
+}
+
+static void vblk_resume_cb(void *opaque)
+{
+    virtio_blk_retry_failed(opaque);
+}
+
+void virtio_blk_set_error_handler(VirtIOBlock *s, const BlockErrorHandler *h,
+                                  const char *id)
+{
+    if (s->err_handler && s->err_handler->del_resume) {
+        s->err_handler->del_resume(s->err_handler->opaque, vblk_resume_cb, s);
+    }
+    g_free(s->err_id);
+    s->err_id = g_strdup(id);
+    s->err_handler = h;
+    if (h && h->add_resume) {
+        h->add_resume(h->opaque, vblk_resume_cb, s);
+    }
+}
+
+unsigned virtio_blk_held_requests(VirtIOBlock *s)
+{
+    return atomic_load_explicit(&s->held, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------ */
 /* Start / stop, in each queue's context */
 
 static void vblk_queue_start_fn(void *opaque)
@@ -370,6 +525,13 @@ static void vblk_queue_stop_fn(void *opaque)
 
     q->stopping = true;  /* kicks during the drain are ignored */
     blk_queue_drain(q->bq);
+    /* A reset (or unplug) drops what "stop" kept: the driver that would
+     * see the completion is gone. */
+    for (VirtIOBlockReq *r = vblk_take_held(q), *next; r; r = next) {
+        next = r->next;
+        virtqueue_detach_element(q->vq, r->elem);
+        req_put(r);
+    }
     virtqueue_flush(q->vq);
     aio_bh_delete(q->flush_bh);
     q->flush_bh = NULL;
@@ -629,6 +791,17 @@ VirtIOBlock *virtio_blk_new(const VirtIOBlockConfig *cfg, BlockBackend *blk,
     s->blk = blk;
     s->capacity_bytes = blk_get_size(blk);
     s->wce_configured = blk_get_write_cache(blk);
+    /* AUTO (the drive's) is resolved by the constructor that knows the
+     * drive (virtio-blk-pci); what is left gets QEMU's drive defaults */
+    s->werror = cfg->werror;
+    s->rerror = cfg->rerror;
+    if (s->werror == BLOCK_ERROR_POLICY_AUTO) {
+        s->werror = BLOCK_ERROR_POLICY_ENOSPC;
+    }
+    if (s->rerror == BLOCK_ERROR_POLICY_AUTO) {
+        s->rerror = BLOCK_ERROR_POLICY_REPORT;
+    }
+    atomic_init(&s->held, 0);
 
     s->vdev.name = "virtio-blk";
     s->vdev.device_id = VIRTIO_ID_BLOCK;
@@ -644,6 +817,7 @@ VirtIOBlock *virtio_blk_new(const VirtIOBlockConfig *cfg, BlockBackend *blk,
         q->s = s;
         q->vq = virtio_get_queue(&s->vdev, i);
         q->ctx = queue_ctxs[i];
+        q->held_tail = &q->held_head;
         aio_context_ref(q->ctx);
         q->reqs = g_new0(VirtIOBlockReq, cfg->queue_size);
         q->free_reqs = g_ptr_array_sized_new(cfg->queue_size);
@@ -662,6 +836,7 @@ void virtio_blk_free(VirtIOBlock *s)
         return;
     }
     vblk_stop(&s->vdev);
+    virtio_blk_set_error_handler(s, NULL, NULL);
     for (unsigned i = 0; i < s->vdev.num_queues; i++) {
         VirtIOBlockQueue *q = &s->queues[i];
 

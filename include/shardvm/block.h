@@ -48,6 +48,8 @@ typedef enum BlockDriverKind {
     BLOCK_DRIVER_FILE = 0,   /* raw image: regular file or block device */
     BLOCK_DRIVER_NULL_CO,    /* completes without storage (QEMU null-co) */
     BLOCK_DRIVER_NULL_AIO,   /* same, completion through a BH (null-aio) */
+    BLOCK_DRIVER_BLKDEBUG,   /* error injection over another node (QEMU's
+                                blkdebug; block/blkdebug.c) */
 } BlockDriverKind;
 
 typedef enum BlockAioMode {
@@ -60,6 +62,97 @@ typedef enum BlockDiscardMode {
     BLOCK_DISCARD_IGNORE = 0,
     BLOCK_DISCARD_UNMAP,
 } BlockDiscardMode;
+
+/*
+ * -drive werror= / rerror= and the device's properties (QEMU's
+ * BlockdevOnError): what a device does when a request fails on the host.
+ * AUTO exists only on the device ("take the drive's").  A drive's
+ * defaults: werror=enospc, rerror=report.  Writes, flushes, discards and
+ * write-zeroes follow werror, reads rerror.
+ */
+typedef enum BlockErrorPolicy {
+    BLOCK_ERROR_POLICY_AUTO = 0,
+    BLOCK_ERROR_POLICY_REPORT,   /* fail the request to the guest */
+    BLOCK_ERROR_POLICY_IGNORE,   /* complete it as if it had worked */
+    BLOCK_ERROR_POLICY_ENOSPC,   /* stop on ENOSPC, report the rest */
+    BLOCK_ERROR_POLICY_STOP,     /* stop the VM; retry on "cont" */
+} BlockErrorPolicy;
+
+/* What one failed request leads to (QEMU's BlockErrorAction). */
+typedef enum BlockErrorAction {
+    BLOCK_ERROR_ACTION_REPORT = 0,
+    BLOCK_ERROR_ACTION_IGNORE,
+    BLOCK_ERROR_ACTION_STOP,
+} BlockErrorAction;
+
+/* block_error_policy_parse: "report", "ignore", "enospc", "stop" (and
+ * "auto" when @allow_auto) -> *@out; 0 or -EINVAL.  Pure. */
+int block_error_policy_parse(const char *s, bool allow_auto,
+                             BlockErrorPolicy *out);
+/* block_error_policy_name / block_error_action_name: QEMU's spelling. */
+const char *block_error_policy_name(BlockErrorPolicy p);
+const char *block_error_action_name(BlockErrorAction a);
+/* block_error_action: the action @policy (not AUTO) takes for a request
+ * that failed with @err (a negative errno).  Pure. */
+BlockErrorAction block_error_action(BlockErrorPolicy policy, int err);
+
+/*
+ * A failed request as a device reports it (QEMU's BLOCK_IO_ERROR event).
+ * Strings are borrowed for the duration of the call.
+ */
+typedef struct BlockIOErrorEvent {
+    const char *device;        /* the device's id, or the drive id */
+    const char *node_name;     /* the backend's id (node-name / drive id) */
+    bool is_read;              /* operation: read (else write) */
+    BlockErrorAction action;
+    bool iostatus;             /* werror/rerror can stop (QEMU then sends
+                                  "nospace") */
+    int error;                 /* negative errno */
+} BlockIOErrorEvent;
+
+/*
+ * BlockErrorHandler: how a device model reports failed requests to the
+ * machine (which emits the QMP event and stops the VM for
+ * BLOCK_ERROR_ACTION_STOP) without knowing the monitor.  The machine
+ * fills it in and keeps it alive longer than every device.
+ */
+typedef struct BlockErrorHandler {
+    /* Any thread (a queue's context): one failed request.  Must not
+     * block or wait for the main loop (defer the work to a BH). */
+    void (*io_error)(void *opaque, const BlockIOErrorEvent *ev);
+    /* Main thread: @fn(@fn_opaque) is to run in the main thread each time
+     * the VM resumes after being stopped (the device retries the requests
+     * it kept); del_resume undoes it. */
+    void (*add_resume)(void *opaque, void (*fn)(void *), void *fn_opaque);
+    void (*del_resume)(void *opaque, void (*fn)(void *), void *fn_opaque);
+    void *opaque;
+} BlockErrorHandler;
+
+/*
+ * blkdebug: one [inject-error] rule (QEMU's BlkdebugInjectErrorOptions
+ * plus two shardvm extensions, every and sector-count).  A request
+ * matches when its type is in @iotypes and, with @sector >= 0, its byte
+ * range overlaps sectors [sector, sector + sector_count).  Every
+ * @every-th matching request (1: each one) fails with -@error; with @once
+ * the rule then retires.  Rules are tried in order, the first that fires
+ * wins.
+ */
+#define BLKDEBUG_IO_READ         (1u << 0)
+#define BLKDEBUG_IO_WRITE        (1u << 1)
+#define BLKDEBUG_IO_FLUSH        (1u << 2)
+#define BLKDEBUG_IO_DISCARD      (1u << 3)
+#define BLKDEBUG_IO_WRITE_ZEROES (1u << 4)
+#define BLKDEBUG_IO_ALL          0x1fu
+
+typedef struct BlockInjectRule {
+    unsigned iotypes;          /* BLKDEBUG_IO_* mask */
+    int error;                 /* positive errno (default EIO) */
+    int64_t sector;            /* -1: any request */
+    uint64_t sector_count;     /* with @sector: range length (default 1) */
+    uint64_t every;            /* fire on every Nth match (default 1) */
+    bool once;                 /* retire after firing once */
+    bool immediately;          /* accepted; completion is always deferred */
+} BlockInjectRule;
 
 typedef enum BlockLocking {
     BLOCK_LOCKING_AUTO = 0,
@@ -93,12 +186,26 @@ typedef struct BlockOptions {
     uint64_t null_latency_ns;  /* null drivers: completion delay (the
                                   parser caps it at INT64_MAX) */
     uint64_t null_size;        /* null drivers: size in bytes (default 1 GiB) */
+    /* blkdebug: the node it is layered over (image=NODE), a QEMU config
+     * file of [inject-error] sections (config=FILE, read by blk_open) and
+     * the rules given inline (inject-error.N.KEY=...) */
+    char *image;
+    char *blkdebug_config;
+    BlockInjectRule *inject;   /* g_free'd by block_options_clear */
+    unsigned nr_inject;
+    /* -drive werror= / rerror= (REPORT/ENOSPC defaults; -blockdev: the
+     * defaults, as QEMU has them only on -drive) */
+    BlockErrorPolicy werror;
+    BlockErrorPolicy rerror;
     /* -drive if=virtio: create a virtio-blk-pci device for it */
     bool if_virtio;
 } BlockOptions;
 
 /* block_options_clear: free the strings of @o and zero it.  Any thread. */
 void block_options_clear(BlockOptions *o);
+/* block_options_copy: deep copy of @src into @dst (not cleared first).
+ * Any thread. */
+void block_options_copy(BlockOptions *dst, const BlockOptions *src);
 
 /*
  * block_parse_drive / block_parse_blockdev: parse a -drive or -blockdev
@@ -121,6 +228,21 @@ int block_parse_blockdev(const char *arg, BlockOptions *out, GError **errp);
  * message names the file).  Main thread.
  */
 BlockBackend *blk_open(const BlockOptions *opts, GError **errp);
+
+/*
+ * blk_open_blkdebug: open the blkdebug node @opts (driver=blkdebug) over
+ * @image (referenced, and marked in use with blk_attach_dev so no device
+ * takes it as well; released when the node closes).  Reads @opts'
+ * config file, if any (rules from it come after the inline ones).  Size,
+ * read-only and cache modes are the image's.  Returns the node or NULL
+ * with *@errp set (-EBUSY when @image is already in use).  Main thread.
+ * blk_open() refuses driver=blkdebug (it has no image to look up).
+ */
+BlockBackend *blk_open_blkdebug(const BlockOptions *opts, BlockBackend *image,
+                                GError **errp);
+
+/* blk_get_image: the node a filter (blkdebug) is layered over, or NULL. */
+BlockBackend *blk_get_image(const BlockBackend *blk);
 
 /* blk_ref / blk_unref: reference counting (atomic: queues take and drop
  * theirs in their own context's thread); the last unref closes.  The

@@ -62,6 +62,9 @@ typedef struct DeviceHost {
     void *opaque;
     GuestMemory *guest_memory; /* the VM's RAM map, for DMA-capable devices */
     unsigned nr_vcpus;       /* -smp: sizes "auto" queue counts; 0 = 1 */
+    /* Where block devices report failed requests (werror/rerror); NULL:
+     * none ("stop" then acts as "report").  Outlives every device. */
+    const struct BlockErrorHandler *block_errors;
 } DeviceHost;
 
 /*
@@ -96,6 +99,8 @@ const DeviceType *device_type_find(const char *name);
 void *virtio_blk_pci_create(const DeviceHost *host, GHashTable *props,
                             GError **errp);
 void virtio_blk_pci_destroy(void *dev);
+/* virtio_blk_pci_get_device: the virtio-blk device inside. */
+struct VirtIOBlock *virtio_blk_pci_get_device(void *dev);
 
 /*
  * For QMP (query-block, x-query-virtqueues, x-blockdev-set-iothread), on

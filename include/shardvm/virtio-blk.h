@@ -82,7 +82,9 @@ typedef struct VirtIOBlockVqMapping {
  *   drive (required), iothread (none: main loop), num-queues (1; QEMU's
  *   default is the number of vCPUs), queue-size (256), serial (none),
  *   logical_block_size / physical_block_size (512), discard (on),
- *   write-zeroes (on), iothread-vq-mapping (none; excludes iothread).
+ *   write-zeroes (on), iothread-vq-mapping (none; excludes iothread),
+ *   werror / rerror (auto: the -drive's, whose defaults are enospc and
+ *   report).
  */
 typedef struct VirtIOBlockConfig {
     char *drive;
@@ -96,6 +98,11 @@ typedef struct VirtIOBlockConfig {
     bool write_zeroes;
     VirtIOBlockVqMapping *vq_mapping;
     unsigned nr_vq_mapping;
+    /* werror / rerror (QEMU's device properties; AUTO = the drive's:
+     * virtio-blk-pci resolves it, virtio_blk_new() takes AUTO as QEMU's
+     * drive defaults, enospc / report) */
+    BlockErrorPolicy werror;
+    BlockErrorPolicy rerror;
 } VirtIOBlockConfig;
 
 /* virtio_blk_config_init: QEMU's defaults.  virtio_blk_config_clear: free
@@ -165,6 +172,27 @@ int virtio_blk_set_queue_context(VirtIOBlock *s, unsigned index,
  * Main thread (BQL). */
 AioContext *virtio_blk_get_queue_context(const VirtIOBlock *s, unsigned index);
 unsigned virtio_blk_get_num_queues(const VirtIOBlock *s);
+
+/*
+ * virtio_blk_set_error_handler: report failed requests to @h (kept; may
+ * be NULL) under the name @id (copied; NULL: the drive id), and register
+ * virtio_blk_retry_failed() as its resume function.  Without a handler
+ * "stop" acts as "report" (nobody would resume the VM).  Main thread,
+ * before the driver starts the device.
+ */
+void virtio_blk_set_error_handler(VirtIOBlock *s, const BlockErrorHandler *h,
+                                  const char *id);
+
+/*
+ * virtio_blk_retry_failed: resubmit every request kept by the "stop"
+ * policy, each in its queue's context (a BH per queue).  A request that
+ * fails again is handled by the policy again.  Main thread.
+ */
+void virtio_blk_retry_failed(VirtIOBlock *s);
+
+/* virtio_blk_held_requests: requests kept by "stop" and not yet retried,
+ * over all queues (relaxed atomic counter).  Any thread. */
+unsigned virtio_blk_held_requests(VirtIOBlock *s);
 
 /* virtio_blk_get_vdev: the embedded device, for the transport. */
 VirtIODevice *virtio_blk_get_vdev(VirtIOBlock *s);

@@ -14,6 +14,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -86,6 +88,7 @@ protected:
         if (dev_) {
             virtio_blk_pci_destroy(dev_);
         }
+        blk_unref(dbg_);
         pci_bus_free(bus_);
         EXPECT_TRUE(vm_.ioeventfds.empty());
         address_space_free(pio_);
@@ -108,8 +111,77 @@ protected:
     static BlockBackend *FindDrive(void *o, const char *id)
     {
         DevPath *t = static_cast<DevPath *>(o);
-        return strcmp(id, "d0") == 0 ? t->blk_ : nullptr;
+        return strcmp(id, "d0") == 0 ? t->blk_
+               : strcmp(id, "e0") == 0 ? t->dbg_ : nullptr;
     }
+
+    // A blkdebug node "e0" over d0 with the given rules.
+    void OpenBlkdebug(const std::string &rules)
+    {
+        BlockOptions o = {};
+        GError *err = nullptr;
+        std::string spec = "driver=blkdebug,node-name=e0,image=d0," + rules;
+        ASSERT_EQ(block_parse_blockdev(spec.c_str(), &o, &err), 0)
+            << err->message;
+        dbg_ = blk_open_blkdebug(&o, blk_, &err);
+        block_options_clear(&o);
+        ASSERT_NE(dbg_, nullptr) << err->message;
+    }
+
+    // The machine's side of werror/rerror, recorded.
+    struct ErrorSink {
+        std::mutex lock;
+        std::vector<BlockIOErrorEvent> events; // strings not kept
+        std::vector<std::string> devices;
+        std::vector<std::pair<void (*)(void *), void *>> resume;
+        BlockErrorHandler h;
+        ErrorSink()
+        {
+            h.io_error = IoError;
+            h.add_resume = AddResume;
+            h.del_resume = DelResume;
+            h.opaque = this;
+        }
+        static void IoError(void *o, const BlockIOErrorEvent *ev)
+        {
+            ErrorSink *s = static_cast<ErrorSink *>(o);
+            std::lock_guard<std::mutex> g(s->lock);
+            s->events.push_back(*ev);
+            s->devices.push_back(std::string(ev->device) + "/" +
+                                 ev->node_name);
+        }
+        static void AddResume(void *o, void (*fn)(void *), void *arg)
+        {
+            static_cast<ErrorSink *>(o)->resume.push_back({ fn, arg });
+        }
+        static void DelResume(void *o, void (*fn)(void *), void *arg)
+        {
+            auto &r = static_cast<ErrorSink *>(o)->resume;
+            for (size_t i = 0; i < r.size(); i++) {
+                if (r[i].first == fn && r[i].second == arg) {
+                    r.erase(r.begin() + i);
+                    return;
+                }
+            }
+            ADD_FAILURE() << "del_resume of an unknown function";
+        }
+        size_t Count()
+        {
+            std::lock_guard<std::mutex> g(lock);
+            return events.size();
+        }
+        BlockIOErrorEvent Event(size_t i)
+        {
+            std::lock_guard<std::mutex> g(lock);
+            return events.at(i);
+        }
+        void Resume()
+        {
+            for (auto &r : resume) {
+                r.first(r.second);
+            }
+        }
+    };
 
     // -device virtio-blk-pci,drive=d0,iothread=io0,... through the registry.
     void *Create(const std::string &arg, GError **err)
@@ -136,6 +208,7 @@ protected:
         host.opaque = this;
         host.guest_memory = guest_.mem;
         host.nr_vcpus = nr_vcpus_;
+        host.block_errors = sink_ ? &sink_->h : nullptr;
         void *dev = t->create(&host, props, err);
         g_hash_table_unref(props);
         device_option_free(d);
@@ -248,6 +321,34 @@ protected:
         ASSERT_EQ(Mmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1), 15u);
     }
 
+    // One request without waiting: header, optional data, status; kick.
+    // Returns the status byte's guest address (0xff until completed).
+    uint64_t Post(uint32_t type, uint64_t sector, uint64_t data_gpa,
+                  uint32_t len, bool data_write)
+    {
+        uint64_t hdr = guest_.alloc(16), st = guest_.alloc(1);
+        BlkReqHdr h = { type, 0, sector };
+        memcpy(guest_.hva(hdr), &h, sizeof(h));
+        *(uint8_t *)guest_.hva(st) = 0xff;
+        std::vector<vtest::Ring::Buf> bufs = { { hdr, 16, false } };
+        if (len) {
+            bufs.push_back({ data_gpa, len, data_write });
+        }
+        bufs.push_back({ st, 1, true });
+        ring_.AddChain(bufs);
+        SetMmio(notify_ + noff_ * mult_, 2, 0);
+        return st;
+    }
+
+    // Wait (bounded) until @cond holds; false if it never did.
+    template <typename F> static bool WaitFor(F cond)
+    {
+        for (int i = 0; i < 5000 && !cond(); i++) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        return cond();
+    }
+
     // One request: header, optional data, status; kick; wait for used.
     uint8_t Request(uint32_t type, uint64_t sector, uint64_t data_gpa,
                     uint32_t len, bool data_write)
@@ -291,6 +392,15 @@ protected:
     Guest guest_;
     vtest::Ring ring_;
     BlockBackend *blk_ = nullptr;
+    BlockBackend *dbg_ = nullptr;   // blkdebug "e0" over d0, if opened
+    ErrorSink *sink_ = nullptr;     // DeviceHost.block_errors, if set
+    std::unique_ptr<ErrorSink> sink_owner_; // outlives the device (TearDown)
+    ErrorSink &UseSink()
+    {
+        sink_owner_.reset(new ErrorSink());
+        sink_ = sink_owner_.get();
+        return *sink_;
+    }
     IOThread *iot_ = nullptr;
     IOThread *io1_ = nullptr; // only DevPathMove creates it
     std::string image_;
@@ -777,3 +887,193 @@ TEST_F(DevPathMove, MappedDeviceMovesAllQueuesToOneTarget)
 }
 
 }  // namespace
+
+// ---- werror / rerror (issue 13, point 3) ---------------------------------
+
+namespace {
+
+VirtIOBlock *VblkOf(void *dev)
+{
+    return virtio_blk_pci_get_device(dev);
+}
+
+} // namespace
+
+TEST_F(DevPath, WerrorReportFailsTheRequestToTheGuest)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=report", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    uint64_t buf = guest_.alloc(4096);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_OUT, 8, buf, 4096, false),
+              VIRTIO_BLK_S_IOERR);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 8, buf, 4096, true), VIRTIO_BLK_S_OK);
+    ASSERT_EQ(sink.Count(), 1u);
+    BlockIOErrorEvent ev = sink.Event(0);
+    EXPECT_FALSE(ev.is_read);
+    EXPECT_EQ(ev.action, BLOCK_ERROR_ACTION_REPORT);
+    EXPECT_EQ(ev.error, -EIO);
+    EXPECT_FALSE(ev.iostatus); // werror=report, rerror=report
+    EXPECT_EQ(sink.devices[0], "e0/e0");
+}
+
+TEST_F(DevPath, RerrorIgnoreCompletesAsOk)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=read,"
+                                         "inject-error.0.errno=61"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,rerror=ignore", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    uint64_t buf = guest_.alloc(4096);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 0, buf, 4096, true), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 8, buf, 4096, true), VIRTIO_BLK_S_OK);
+    ASSERT_EQ(sink.Count(), 2u);
+    EXPECT_TRUE(sink.Event(1).is_read);
+    EXPECT_EQ(sink.Event(1).action, BLOCK_ERROR_ACTION_IGNORE);
+    EXPECT_EQ(sink.Event(1).error, -ENODATA);
+}
+
+// werror=stop: the request is kept (no used entry), the handler hears
+// "stop"; after the resume it is retried once and completes OK (the rule
+// was "once"): one failure and one success in the node's statistics, one
+// write in the image's, nothing lost, nothing run twice.
+TEST_F(DevPath, WerrorStopKeepsTheRequestAndRetriesOnResume)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write,"
+                                         "inject-error.0.once=on"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=stop", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+    ASSERT_EQ(sink.resume.size(), 1u);
+
+    uint64_t wbuf = guest_.alloc(4096), rbuf = guest_.alloc(4096);
+    for (int i = 0; i < 4096; i++) {
+        ((uint8_t *)guest_.hva(wbuf))[i] = (uint8_t)(i * 13 + 1);
+    }
+    uint16_t before = ring_.UsedIdx();
+    uint64_t st = Post(VIRTIO_BLK_T_OUT, 32, wbuf, 4096, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 1; }));
+    EXPECT_EQ(ring_.UsedIdx(), before) << "a kept request was completed";
+    EXPECT_EQ(*(uint8_t *)guest_.hva(st), 0xff);
+    ASSERT_EQ(sink.Count(), 1u);
+    EXPECT_EQ(sink.Event(0).action, BLOCK_ERROR_ACTION_STOP);
+    EXPECT_FALSE(sink.Event(0).is_read);
+    EXPECT_TRUE(sink.Event(0).iostatus);
+
+    // Reads still work meanwhile (the IOThread keeps serving).
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 0, rbuf, 512, true), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(ring_.UsedIdx(), (uint16_t)(before + 1));
+
+    sink.Resume(); // "cont"
+    ASSERT_TRUE(WaitFor([&] { return ring_.UsedIdx() == before + 2; }));
+    EXPECT_EQ(*(uint8_t *)guest_.hva(st), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 0u);
+    EXPECT_EQ(sink.Count(), 1u);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 32, rbuf, 4096, true), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(memcmp(guest_.hva(wbuf), guest_.hva(rbuf), 4096), 0);
+
+    BlockStats node, image;
+    blk_get_stats(dbg_, &node);
+    blk_get_stats(blk_, &image);
+    EXPECT_EQ(node.failed_ops, 1u);
+    EXPECT_EQ(node.wr_ops, 1u);
+    EXPECT_EQ(image.wr_ops, 1u);
+    EXPECT_EQ(image.failed_ops, 0u);
+    EXPECT_EQ(node.rd_ops, 2u);
+    // A second resume has nothing to retry.
+    sink.Resume();
+    EXPECT_EQ(Request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false), VIRTIO_BLK_S_OK);
+    blk_get_stats(dbg_, &node);
+    EXPECT_EQ(node.wr_ops, 1u);
+}
+
+// A request that fails again after the resume is kept again (and reported
+// again); several kept requests are retried in order.
+TEST_F(DevPath, WerrorStopFailsAgainAndKeepsAgain)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=flush,"
+                                         "inject-error.0.every=1"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=stop", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+    uint16_t before = ring_.UsedIdx();
+    Post(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    Post(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 2; }));
+    sink.Resume();
+    ASSERT_TRUE(WaitFor([&] { return sink.Count() == 4; }));
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 2; }));
+    EXPECT_EQ(ring_.UsedIdx(), before);
+    // Reset drops what is kept; the device works afterwards.
+    SetMmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1, 0);
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 0u);
+    EXPECT_EQ(ring_.UsedIdx(), before);
+}
+
+// werror=enospc (the default): ENOSPC stops, EIO is reported.
+TEST_F(DevPath, WerrorEnospcStopsOnlyOnEnospc)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug(
+        "inject-error.0.iotype=write,inject-error.0.sector=0,"
+        "inject-error.0.errno=28,inject-error.0.once=on,"
+        "inject-error.1.iotype=write,inject-error.1.sector=8,"
+        "inject-error.1.errno=5"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+    uint64_t buf = guest_.alloc(4096);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_OUT, 8, buf, 4096, false),
+              VIRTIO_BLK_S_IOERR);
+    uint16_t before = ring_.UsedIdx();
+    uint64_t st = Post(VIRTIO_BLK_T_OUT, 0, buf, 4096, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 1; }));
+    ASSERT_EQ(sink.Count(), 2u);
+    EXPECT_EQ(sink.Event(0).action, BLOCK_ERROR_ACTION_REPORT);
+    EXPECT_EQ(sink.Event(1).action, BLOCK_ERROR_ACTION_STOP);
+    EXPECT_EQ(sink.Event(1).error, -ENOSPC);
+    // reads follow rerror (report)
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 8, buf, 512, true), VIRTIO_BLK_S_OK);
+    sink.Resume();
+    ASSERT_TRUE(WaitFor([&] { return ring_.UsedIdx() == before + 2; }));
+    EXPECT_EQ(*(uint8_t *)guest_.hva(st), VIRTIO_BLK_S_OK);
+}
+
+// Without a handler nobody would resume: stop acts as report.
+TEST_F(DevPath, WerrorStopWithoutHandlerReports)
+{
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=stop", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    uint64_t buf = guest_.alloc(512);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_OUT, 0, buf, 512, false),
+              VIRTIO_BLK_S_IOERR);
+}
+
+TEST_F(DevPath, ErrorPolicyPropertiesAreChecked)
+{
+    GError *err = nullptr;
+    EXPECT_EQ(Create("virtio-blk-pci,drive=d0,werror=sometimes", &err),
+              nullptr);
+    ASSERT_NE(err, nullptr);
+    EXPECT_NE(strstr(err->message, "werror"), nullptr) << err->message;
+    g_clear_error(&err);
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,werror=auto,"
+                  "rerror=stop", &err);
+    EXPECT_NE(dev_, nullptr) << (err ? err->message : "");
+}
