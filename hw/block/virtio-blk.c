@@ -47,6 +47,10 @@ struct VirtIOBlockQueue {
     AioBH *flush_bh;
     bool started;
     bool stopping;
+    /* Main thread (BQL + vdev->lock), read by the stop in ctx through
+     * run_sync: the stop is a move, so requests kept by "stop" stay on
+     * the held list and go with the queue to its new context. */
+    bool moving;
     VirtIOBlockReq *reqs;    /* queue-size preallocated requests */
     GPtrArray *free_reqs;    /* [ctx] */
     /* [ctx] failed requests kept by the "stop" policy, oldest first,
@@ -526,8 +530,10 @@ static void vblk_queue_stop_fn(void *opaque)
     q->stopping = true;  /* kicks during the drain are ignored */
     blk_queue_drain(q->bq);
     /* A reset (or unplug) drops what "stop" kept: the driver that would
-     * see the completion is gone. */
-    for (VirtIOBlockReq *r = vblk_take_held(q), *next; r; r = next) {
+     * see the completion is gone.  A move keeps them: the guest still
+     * waits for them, and "cont" retries them in the new context. */
+    for (VirtIOBlockReq *r = q->moving ? NULL : vblk_take_held(q), *next;
+         r; r = next) {
         next = r->next;
         virtqueue_detach_element(q->vq, r->elem);
         req_put(r);
@@ -634,7 +640,9 @@ int virtio_blk_set_queue_context(VirtIOBlock *s, unsigned index,
     old = q->ctx;
     was_started = q->started;
     if (was_started) {
+        q->moving = true;     /* the held list survives the stop */
         vblk_queue_stop(q);   /* drained: nothing in flight in @old */
+        q->moving = false;
     }
     aio_context_ref(ctx);
     q->ctx = ctx;

@@ -1077,3 +1077,47 @@ TEST_F(DevPath, ErrorPolicyPropertiesAreChecked)
                   "rerror=stop", &err);
     EXPECT_NE(dev_, nullptr) << (err ? err->message : "");
 }
+
+namespace {
+
+// werror=stop keeps a failed write inside the queue; a move to another
+// IOThread (x-blockdev-set-iothread while the VM is stopped on the error)
+// must carry it along, and "cont" retries it in the new context: the
+// write reaches the image exactly once and the guest sees it complete.
+TEST_F(DevPathMove, HeldRequestsMoveWithTheQueue)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write,"
+                                         "inject-error.0.once=on"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=stop", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+
+    uint64_t wbuf = guest_.alloc(4096), rbuf = guest_.alloc(4096);
+    for (int i = 0; i < 4096; i++) {
+        ((uint8_t *)guest_.hva(wbuf))[i] = (uint8_t)(i * 7 + 3);
+    }
+    uint16_t before = ring_.UsedIdx();
+    uint64_t st = Post(VIRTIO_BLK_T_OUT, 40, wbuf, 4096, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 1; }));
+
+    ASSERT_EQ(virtio_blk_pci_set_iothread(dev_, io1_, &err), 0)
+        << (err ? err->message : "");
+    EXPECT_EQ(QueueIOThread(0), "io1");
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 1u) << "the move dropped it";
+    EXPECT_EQ(ring_.UsedIdx(), before) << "a kept request was completed";
+
+    sink.Resume(); // "cont"
+    ASSERT_TRUE(WaitFor([&] { return ring_.UsedIdx() == before + 1; }));
+    EXPECT_EQ(*(uint8_t *)guest_.hva(st), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 0u);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 40, rbuf, 4096, true), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(memcmp(guest_.hva(wbuf), guest_.hva(rbuf), 4096), 0);
+    BlockStats image;
+    blk_get_stats(blk_, &image);
+    EXPECT_EQ(image.wr_ops, 1u);
+}
+
+}  // namespace
