@@ -123,8 +123,8 @@ TEST_F(VmTest, PioWriteAndReadDispatch)
     EXPECT_EQ(dev.reads.load(), 3u);
     std::lock_guard<std::mutex> g2(end_.mu);
     ASSERT_EQ(end_.log.size(), 3u);
-    // The end port is 1 byte wide, so it sees 4-byte writes at offset 0
-    // truncated by nothing: value is the full eax.
+    // The end region is 4 ports wide, so out32(kEndPort) hands it the
+    // full eax.
     EXPECT_EQ(end_.log[0] & 0xffffffff, 0x112233d4u); // in %al kept eax's top
     EXPECT_EQ(end_.log[1] & 0xffffffff, 0x1122c3d4u);
     EXPECT_EQ(end_.log[2] & 0xffffffff, 0xa1b2c3d4u);
