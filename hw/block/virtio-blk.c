@@ -45,6 +45,13 @@ struct VirtIOBlockQueue {
     /* [ctx] while started; set/cleared by start/stop through run_sync */
     BlockQueue *bq;
     AioBH *flush_bh;
+    /* [ctx] like flush_bh: resubmits the held list.  Deleted (so never
+     * run stale) by the stop; a move re-arms it in the new context. */
+    AioBH *retry_bh;
+    /* Set by the main thread ("cont") before it schedules retry_bh,
+     * cleared by the retry in ctx, and by a stop that drops the held
+     * list: a retry asked for and not run yet survives a move. */
+    atomic_bool retry_wanted;
     bool started;
     bool stopping;
     /* Main thread (BQL + vdev->lock), read by the stop in ctx through
@@ -450,7 +457,10 @@ static void vblk_retry_bh(void *opaque)
 
     vblk_assert_home(q);
     if (!q->bq || q->stopping) {
-        return; /* reset in between: the stop dropped them */
+        return; /* in a stop's drain: a move re-arms it, a reset drops */
+    }
+    if (!atomic_exchange(&q->retry_wanted, false)) {
+        return;
     }
     list = vblk_take_held(q);
     blk_queue_plug(q->bq);
@@ -473,10 +483,14 @@ void virtio_blk_retry_failed(VirtIOBlock *s)
     for (unsigned i = 0; i < s->vdev.num_queues; i++) {
         VirtIOBlockQueue *q = &s->queues[i];
 
-        /* FIFO behind anything the main thread scheduled before (a stop's
-         * run_sync comes after this BH, so it never sees it run late) */
+        /* retry_bh lives while the queue is started (BQL: a start or
+         * stop cannot run meanwhile); a stop deletes it, so it never runs
+         * against a queue that moved or went away (a oneshot BH did: in
+         * the main loop, a move or unplug stops the queue inline, before
+         * BHs already scheduled there). */
         if (q->started) {
-            aio_bh_schedule_oneshot(q->ctx, vblk_retry_bh, q);
+            atomic_store(&q->retry_wanted, true);
+            aio_bh_schedule(q->retry_bh);
         }
     }
 }
@@ -520,7 +534,12 @@ static void vblk_queue_start_fn(void *opaque)
         return;
     }
     q->flush_bh = aio_bh_new(q->ctx, vblk_flush_bh, q);
+    q->retry_bh = aio_bh_new(q->ctx, vblk_retry_bh, q);
     q->stopping = false;
+    /* A move: "cont" asked for a retry the old context did not run. */
+    if (atomic_load(&q->retry_wanted)) {
+        aio_bh_schedule(q->retry_bh);
+    }
 }
 
 static void vblk_queue_stop_fn(void *opaque)
@@ -538,9 +557,14 @@ static void vblk_queue_stop_fn(void *opaque)
         virtqueue_detach_element(q->vq, r->elem);
         req_put(r);
     }
+    if (!q->moving) {
+        atomic_store(&q->retry_wanted, false);
+    }
     virtqueue_flush(q->vq);
     aio_bh_delete(q->flush_bh);
     q->flush_bh = NULL;
+    aio_bh_delete(q->retry_bh);
+    q->retry_bh = NULL;
     blk_queue_free(q->bq);
     q->bq = NULL;
 }
@@ -639,10 +663,11 @@ int virtio_blk_set_queue_context(VirtIOBlock *s, unsigned index,
     g_mutex_lock(&s->vdev.lock);
     old = q->ctx;
     was_started = q->started;
+    /* The held list survives the stop, and the stop of a start that
+     * fails halfway (until the queue runs again, here or back in @old). */
+    q->moving = true;
     if (was_started) {
-        q->moving = true;     /* the held list survives the stop */
         vblk_queue_stop(q);   /* drained: nothing in flight in @old */
-        q->moving = false;
     }
     aio_context_ref(ctx);
     q->ctx = ctx;
@@ -662,6 +687,7 @@ int virtio_blk_set_queue_context(VirtIOBlock *s, unsigned index,
                               g_strerror(-ret));
         }
     }
+    q->moving = false;
     g_mutex_unlock(&s->vdev.lock);
     if (old) {
         aio_context_unref(old);
@@ -826,6 +852,7 @@ VirtIOBlock *virtio_blk_new(const VirtIOBlockConfig *cfg, BlockBackend *blk,
         q->vq = virtio_get_queue(&s->vdev, i);
         q->ctx = queue_ctxs[i];
         q->held_tail = &q->held_head;
+        atomic_init(&q->retry_wanted, false);
         aio_context_ref(q->ctx);
         q->reqs = g_new0(VirtIOBlockReq, cfg->queue_size);
         q->free_reqs = g_ptr_array_sized_new(cfg->queue_size);

@@ -1121,3 +1121,90 @@ TEST_F(DevPathMove, HeldRequestsMoveWithTheQueue)
 }
 
 }  // namespace
+
+namespace {
+
+// Attack (review of the live move): "cont" and "x-blockdev-set-iothread"
+// pipelined in one QMP read run back to back on the main thread, before
+// any BH.  With the queue in the main loop, the retry that "cont" asked
+// for is still pending there when the move's stop runs inline; the retry
+// must follow the queue to its new context (run there, once), not run
+// stale in the main loop against a queue that now lives in io1.
+TEST_F(DevPathMove, ContThenMoveBeforeTheRetryRanRetriesInTheNewContext)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write,"
+                                         "inject-error.0.once=on"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,werror=stop", &err); // main loop
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+
+    uint64_t wbuf = guest_.alloc(4096), rbuf = guest_.alloc(4096);
+    for (int i = 0; i < 4096; i++) {
+        ((uint8_t *)guest_.hva(wbuf))[i] = (uint8_t)(i * 5 + 9);
+    }
+    uint16_t before = ring_.UsedIdx();
+    uint64_t st = Post(VIRTIO_BLK_T_OUT, 48, wbuf, 4096, false);
+    for (int i = 0; i < 5000 && virtio_blk_held_requests(vblk) != 1; i++) {
+        main_loop_wait(true);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(virtio_blk_held_requests(vblk), 1u);
+
+    sink.Resume(); // "cont": the retry is scheduled in the main loop ...
+    // ... and the move runs before it did.
+    ASSERT_EQ(virtio_blk_pci_set_iothread(dev_, io1_, &err), 0)
+        << (err ? err->message : "");
+    EXPECT_EQ(QueueIOThread(0), "io1");
+    for (int i = 0; i < 5000 && ring_.UsedIdx() != before + 1; i++) {
+        main_loop_wait(true); // a stale retry would run here
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(ring_.UsedIdx(), (uint16_t)(before + 1))
+        << "the retry asked for by cont never ran in the new context";
+    EXPECT_EQ(*(uint8_t *)guest_.hva(st), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 0u);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 48, rbuf, 4096, true), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(memcmp(guest_.hva(wbuf), guest_.hva(rbuf), 4096), 0);
+    BlockStats image;
+    blk_get_stats(blk_, &image);
+    EXPECT_EQ(image.wr_ops, 1u) << "the write ran twice or never";
+}
+
+}  // namespace
+
+namespace {
+
+// Attack: "cont" then the device goes away (quit in the same QMP read,
+// machine teardown) before the main loop ran the retry "cont" scheduled:
+// nothing may run later against the freed queue (ASan: use after free).
+TEST_F(DevPathMove, DestroyWithARetryPendingInTheMainLoop)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,werror=stop", &err); // main loop
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+    uint64_t wbuf = guest_.alloc(4096);
+    Post(VIRTIO_BLK_T_OUT, 8, wbuf, 4096, false);
+    for (int i = 0; i < 5000 && virtio_blk_held_requests(vblk) != 1; i++) {
+        main_loop_wait(true);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(virtio_blk_held_requests(vblk), 1u);
+    sink.Resume();              // "cont" ...
+    virtio_blk_pci_destroy(dev_); // ... "quit": teardown
+    dev_ = nullptr;
+    for (int i = 0; i < 5; i++) {
+        main_loop_wait(true);   // a stale retry would run here
+    }
+    BlockStats node;
+    blk_get_stats(dbg_, &node);
+    EXPECT_EQ(node.failed_ops, 1u) << "a retry ran after the unplug";
+}
+
+}  // namespace
