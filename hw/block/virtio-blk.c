@@ -536,10 +536,6 @@ static void vblk_queue_start_fn(void *opaque)
     q->flush_bh = aio_bh_new(q->ctx, vblk_flush_bh, q);
     q->retry_bh = aio_bh_new(q->ctx, vblk_retry_bh, q);
     q->stopping = false;
-    /* A move: "cont" asked for a retry the old context did not run. */
-    if (atomic_load(&q->retry_wanted)) {
-        aio_bh_schedule(q->retry_bh);
-    }
 }
 
 static void vblk_queue_stop_fn(void *opaque)
@@ -594,6 +590,10 @@ static int vblk_queue_start(VirtIOBlockQueue *q)
     if (ret < 0) {
         aio_context_run_sync(q->ctx, vblk_queue_stop_fn, q);
         q->started = false;
+    } else if (atomic_load(&q->retry_wanted)) {
+        /* A move: "cont" asked for a retry the old context did not run
+         * (once attached: a completion pushes to the used ring). */
+        aio_bh_schedule(q->retry_bh);
     }
     return ret;
 }
