@@ -293,7 +293,7 @@ protected:
         ASSERT_TRUE(Mmio(common_ + VIRTIO_PCI_COMMON_DF, 4) & 1) << "VERSION_1";
         SetMmio(common_ + VIRTIO_PCI_COMMON_GFSELECT, 4, 0);
         SetMmio(common_ + VIRTIO_PCI_COMMON_GF, 4,
-                1u << VIRTIO_BLK_F_FLUSH);
+                (1u << VIRTIO_BLK_F_FLUSH) | features0_);
         SetMmio(common_ + VIRTIO_PCI_COMMON_GFSELECT, 4, 1);
         SetMmio(common_ + VIRTIO_PCI_COMMON_GF, 4, 1);
         SetMmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1, 3 | 8);
@@ -407,6 +407,7 @@ protected:
     void *dev_ = nullptr;
     int slot_ = -1;
     unsigned nr_vcpus_ = 0;   // DeviceHost.nr_vcpus (-smp) for Create()
+    uint32_t features0_ = 0;  // more feature bits 0..31 Probe() accepts
     uint64_t common_ = 0, notify_ = 0, devcfg_ = 0, msix_table_ = 0;
     uint32_t mult_ = 0, noff_ = 0;
     unsigned msix_cap_ = 0;
@@ -611,7 +612,7 @@ public:
         for (unsigned s = 0; s < kSlots; s++) {
             Submit(s);
         }
-        while (in_flight_ > 0) {
+        while (in_flight_ > 0 && !abandon.load()) {
             if (!Reap()) {
                 std::this_thread::yield();
             }
@@ -620,7 +621,11 @@ public:
         aio_notify(main_loop_get_aio_context());
     }
 
-    std::atomic<bool> stop{ false }, done{ false };
+    std::atomic<bool> stop{ false }, done{ false }, abandon{ false };
+    // Kick only when the device asks for it (VRING_USED_F_NO_NOTIFY, or
+    // avail_event with EVENT_IDX), as Linux does; else always.
+    bool honor_suppression = false, event_idx = false;
+    uint64_t kicks = 0;
     std::atomic<uint64_t> completed{ 0 };
     uint64_t submitted = 0, reads = 0, writes = 0;
     uint64_t verify_errors = 0, status_errors = 0, unknown_heads = 0;
@@ -661,8 +666,20 @@ private:
         sl.busy = true;
         in_flight_++;
         submitted++;
+        uint16_t old_idx = ring_.avail_idx;
         ring_.Publish(d);
-        event_notifier_set(kick_);
+        bool kick = true;
+        if (honor_suppression && event_idx) {
+            uint16_t ev = ring_.AvailEvent();
+            kick = (uint16_t)(ring_.avail_idx - ev - 1) <
+                   (uint16_t)(ring_.avail_idx - old_idx);
+        } else if (honor_suppression) {
+            kick = !(ring_.UsedFlags() & VRING_USED_F_NO_NOTIFY);
+        }
+        if (kick) {
+            kicks++;
+            event_notifier_set(kick_);
+        }
     }
 
     // Take what the device put in the used ring; false if nothing.
@@ -1205,6 +1222,78 @@ TEST_F(DevPathMove, DestroyWithARetryPendingInTheMainLoop)
     BlockStats node;
     blk_get_stats(dbg_, &node);
     EXPECT_EQ(node.failed_ops, 1u) << "a retry ran after the unplug";
+}
+
+}  // namespace
+
+namespace {
+
+// Attack: the verify run with moves, but the guest kicks only when the
+// device asks (EVENT_IDX's avail_event, or NO_NOTIFY without it), as a
+// Linux guest does; the IOThreads busy-poll (notifications suppressed
+// meanwhile).  A move that leaves the ring saying "don't kick" while
+// nobody polls any more stalls the guest: bounded wait, then fail.
+void MoveUnderSuppressedKicks(void *dev, Guest &guest, vtest::Ring &ring,
+                              EventNotifier *kick, bool event_idx,
+                              IOThread *io0, IOThread *io1)
+{
+    GError *err = nullptr;
+    VerifyDriver drv(guest, ring, kick, 0x5eed + event_idx, kImageSize / 4096);
+    drv.honor_suppression = true;
+    drv.event_idx = event_idx;
+    std::thread vcpu([&] { drv.Run(); });
+    IOThread *targets[3] = { io1, nullptr, io0 };
+    uint64_t seen = 0;
+    int moves = 0;
+    bool stalled = false;
+    for (; moves < 60 && !stalled; moves++) {
+        int spins = 0;
+        while (drv.completed.load() < seen + 8 && !drv.done.load() &&
+               spins++ < 20000) {
+            main_loop_wait(true);
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
+        }
+        stalled = drv.completed.load() < seen + 8;
+        seen = drv.completed.load();
+        ASSERT_EQ(virtio_blk_pci_set_iothread(dev, targets[moves % 3], &err),
+                  0) << (err ? err->message : "");
+    }
+    drv.stop.store(true);
+    for (int spins = 0; !drv.done.load() && spins < 20000; spins++) {
+        main_loop_wait(true);
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    stalled |= !drv.done.load();
+    drv.abandon.store(true);
+    vcpu.join();
+    EXPECT_FALSE(stalled) << "the guest stalled after move " << moves
+                          << ": a kick it was told to skip was needed";
+    EXPECT_EQ(moves, 60);
+    EXPECT_EQ(drv.verify_errors, 0u);
+    EXPECT_EQ(drv.status_errors, 0u);
+    EXPECT_EQ(drv.unknown_heads, 0u);
+    EXPECT_LT(drv.kicks, drv.submitted) << "suppression never happened";
+}
+
+TEST_F(DevPathMove, MovesWithEventIdxAndSuppressedKicks)
+{
+    features0_ = 1u << VIRTIO_F_EVENT_IDX;
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,queue-size=64", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    ASSERT_NE(Kick(), nullptr);
+    MoveUnderSuppressedKicks(dev_, guest_, ring_, Kick(), true, iot_, io1_);
+}
+
+TEST_F(DevPathMove, MovesWithNoNotifyAndSuppressedKicks)
+{
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,queue-size=64", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    ASSERT_NE(Kick(), nullptr);
+    MoveUnderSuppressedKicks(dev_, guest_, ring_, Kick(), false, iot_, io1_);
 }
 
 }  // namespace
