@@ -45,6 +45,9 @@ struct VirtIOBlockQueue {
     /* [ctx] while started; set/cleared by start/stop through run_sync */
     BlockQueue *bq;
     AioBH *flush_bh;
+    /* Why the last start failed: written in ctx by the start, taken by
+     * the caller of vblk_queue_start() after its run_sync. */
+    GError *start_err;
     /* [ctx] like flush_bh: resubmits the held list.  Deleted (so never
      * run stale) by the stop; a move re-arms it in the new context. */
     AioBH *retry_bh;
@@ -525,12 +528,9 @@ unsigned virtio_blk_held_requests(VirtIOBlock *s)
 static void vblk_queue_start_fn(void *opaque)
 {
     VirtIOBlockQueue *q = opaque;
-    GError *err = NULL;
 
-    q->bq = blk_queue_new(q->s->blk, q->ctx, &err);
+    q->bq = blk_queue_new(q->s->blk, q->ctx, &q->start_err);
     if (!q->bq) {
-        fprintf(stderr, "shardvm: %s: %s\n", q->s->vdev.name, err->message);
-        g_error_free(err);
         return;
     }
     q->flush_bh = aio_bh_new(q->ctx, vblk_flush_bh, q);
@@ -577,19 +577,39 @@ static void vblk_queue_stop(VirtIOBlockQueue *q)
 }
 
 /* Serve one enabled queue in q->ctx (virtqueue_attach kicks it once, for
- * what the guest published while it was not served). */
-static int vblk_queue_start(VirtIOBlockQueue *q)
+ * what the guest published while it was not served).  On failure, why in
+ * *@errp (NULL: printed on stderr, for a start the guest asked for). */
+static int vblk_queue_start(VirtIOBlockQueue *q, GError **errp)
 {
     int ret = aio_context_run_sync(q->ctx, vblk_queue_start_fn, q);
 
-    if (ret < 0 || !q->bq) {
-        return ret < 0 ? ret : -ENOMEM;
+    if (ret == 0 && !q->bq) {
+        GError *e = q->start_err;
+
+        q->start_err = NULL;
+        ret = e && e->code > 0 ? -e->code : -ENOMEM;
+        if (!errp) {
+            fprintf(stderr, "shardvm: %s: %s\n", q->s->vdev.name,
+                    e ? e->message : g_strerror(-ret));
+            g_clear_error(&e);
+        } else if (e) {
+            g_propagate_error(errp, e);
+        } else {
+            shardvm_error_set(errp, ret, "%s", g_strerror(-ret));
+        }
+        return ret;
+    }
+    if (ret < 0) {
+        return shardvm_error_set(errp, ret, "%s: context closed: %s",
+                                 q->s->vdev.name, g_strerror(-ret));
     }
     q->started = true;
     ret = virtqueue_attach(q->vq, q->ctx, vblk_handle_vq);
     if (ret < 0) {
         aio_context_run_sync(q->ctx, vblk_queue_stop_fn, q);
         q->started = false;
+        shardvm_error_set(errp, ret, "%s: cannot attach the queue: %s",
+                          q->s->vdev.name, g_strerror(-ret));
     } else if (atomic_load(&q->retry_wanted)) {
         /* A move: "cont" asked for a retry the old context did not run
          * (once attached: a completion pushes to the used ring). */
@@ -630,7 +650,7 @@ static int vblk_start(VirtIODevice *vdev)
         if (!virtqueue_is_enabled(q->vq)) {
             continue;
         }
-        ret = vblk_queue_start(q);
+        ret = vblk_queue_start(q, NULL);
         if (ret < 0) {
             vblk_stop(vdev);
             return ret;
@@ -672,19 +692,22 @@ int virtio_blk_set_queue_context(VirtIOBlock *s, unsigned index,
     aio_context_ref(ctx);
     q->ctx = ctx;
     if (was_started) {
-        ret = vblk_queue_start(q);
+        GError *why = NULL;
+
+        ret = vblk_queue_start(q, &why);
         if (ret < 0) {
             /* Back where it was, so the guest keeps its disk. */
             aio_context_unref(ctx);
             q->ctx = old;
             old = NULL;
-            if (vblk_queue_start(q) < 0) {
+            if (vblk_queue_start(q, NULL) < 0) {
                 virtio_error(&s->vdev, "virtio-blk: queue %u lost its "
                              "context in a move", index);
             }
             shardvm_error_set(errp, ret, "virtio-blk: cannot start queue %u "
                               "in the new context: %s", index,
-                              g_strerror(-ret));
+                              why ? why->message : g_strerror(-ret));
+            g_clear_error(&why);
         }
     }
     q->moving = false;

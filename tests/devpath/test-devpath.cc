@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -1294,6 +1295,110 @@ TEST_F(DevPathMove, MovesWithNoNotifyAndSuppressedKicks)
     ASSERT_NO_FATAL_FAILURE(Probe());
     ASSERT_NE(Kick(), nullptr);
     MoveUnderSuppressedKicks(dev_, guest_, ring_, Kick(), false, iot_, io1_);
+}
+
+}  // namespace
+
+namespace {
+
+struct HoldCtxQueue {
+    BlockBackend *blk;
+    BlockQueue *q = nullptr;
+    AioContext *ctx;
+};
+
+// Attack: the target context cannot take the queue (out of file
+// descriptors: aio=native needs an eventfd per context), with a request
+// held by werror=stop.  The move fails with the real cause, the queue
+// keeps serving from io0 with its held request, the in-use counts stay.
+TEST_F(DevPathMove, FailedMoveKeepsQueueHeldRequestAndCounts)
+{
+    // d0 again, with aio=native (one libaio context per AioContext).
+    BlockOptions o = {};
+    GError *err = nullptr;
+    o.id = g_strdup("d0");
+    o.driver = BLOCK_DRIVER_FILE;
+    o.filename = g_strdup(image_.c_str());
+    o.aio = BLOCK_AIO_NATIVE;
+    o.cache_direct = true;
+    o.cache_writeback = true;
+    o.locking = BLOCK_LOCKING_OFF;
+    blk_unref(blk_);
+    blk_ = blk_open(&o, &err);
+    block_options_clear(&o);
+    ASSERT_NE(blk_, nullptr) << (err ? err->message : "");
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write,"
+                                         "inject-error.0.once=on"));
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=stop", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+
+    // Keep io0's libaio state alive through the move (so the way back
+    // needs no new descriptor).
+    BlockOptions o2 = {};
+    o2.id = g_strdup("keep");
+    o2.driver = BLOCK_DRIVER_FILE;
+    o2.filename = g_strdup(image_.c_str());
+    o2.aio = BLOCK_AIO_NATIVE;
+    o2.cache_direct = true;
+    o2.read_only = true;
+    o2.locking = BLOCK_LOCKING_OFF;
+    HoldCtxQueue keep;
+    keep.blk = blk_open(&o2, &err);
+    block_options_clear(&o2);
+    ASSERT_NE(keep.blk, nullptr) << (err ? err->message : "");
+    keep.ctx = iothread_get_aio_context(iot_);
+    ASSERT_EQ(aio_context_run_sync(keep.ctx, [](void *op) {
+        HoldCtxQueue *k = static_cast<HoldCtxQueue *>(op);
+        k->q = blk_queue_new(k->blk, k->ctx, nullptr);
+    }, &keep), 0);
+    ASSERT_NE(keep.q, nullptr);
+
+    uint64_t wbuf = guest_.alloc(4096), rbuf = guest_.alloc(4096);
+    memset(guest_.hva(wbuf), 0x3c, 4096);
+    uint16_t before = ring_.UsedIdx();
+    uint64_t st = Post(VIRTIO_BLK_T_OUT, 56, wbuf, 4096, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 1; }));
+
+    // No descriptor left for io1's eventfd.
+    struct rlimit old_lim, lim;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old_lim), 0);
+    int lowest = dup(0);
+    ASSERT_GE(lowest, 0);
+    close(lowest);
+    lim = old_lim;
+    lim.rlim_cur = (rlim_t)lowest;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    int ret = virtio_blk_pci_set_iothread(dev_, io1_, &err);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old_lim), 0);
+
+    EXPECT_LT(ret, 0);
+    ASSERT_NE(err, nullptr);
+    EXPECT_NE(strstr(err->message, g_strerror(EMFILE)), nullptr)
+        << "the reason is lost: " << err->message;
+    g_clear_error(&err);
+    EXPECT_EQ(QueueIOThread(0), "io0");
+    EXPECT_TRUE(iothread_in_use(iot_));
+    EXPECT_FALSE(iothread_in_use(io1_));
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 1u) << "the failed move lost it";
+    EXPECT_EQ(ring_.UsedIdx(), before);
+
+    sink.Resume(); // "cont"
+    ASSERT_TRUE(WaitFor([&] { return ring_.UsedIdx() == before + 1; }));
+    EXPECT_EQ(*(uint8_t *)guest_.hva(st), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 56, rbuf, 4096, true), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(memcmp(guest_.hva(wbuf), guest_.hva(rbuf), 4096), 0);
+    // And the move works once descriptors are back.
+    EXPECT_EQ(virtio_blk_pci_set_iothread(dev_, io1_, &err), 0)
+        << (err ? err->message : "");
+    EXPECT_EQ(QueueIOThread(0), "io1");
+
+    aio_context_run_sync(keep.ctx, [](void *op) {
+        blk_queue_free(static_cast<HoldCtxQueue *>(op)->q);
+    }, &keep);
+    blk_unref(keep.blk);
 }
 
 }  // namespace
