@@ -618,6 +618,31 @@ static int vblk_queue_start(VirtIOBlockQueue *q, GError **errp)
     return ret;
 }
 
+static void vblk_queue_drop_held_fn(void *opaque)
+{
+    VirtIOBlockQueue *q = opaque;
+
+    for (VirtIOBlockReq *r = vblk_take_held(q), *next; r; r = next) {
+        next = r->next;
+        virtqueue_detach_element(q->vq, r->elem);
+        req_put(r);
+    }
+    atomic_store(&q->retry_wanted, false);
+}
+
+/* A queue that lost its context in a move (no start worked, here or back
+ * in the old one) may still hold requests "stop" kept: drop them as a
+ * stop does, in q->ctx with the queue bound there (no handler) for the
+ * while, so that the virtqueue can be reset or freed. */
+static void vblk_queue_drop_orphans(VirtIOBlockQueue *q)
+{
+    if (!q->held_head || virtqueue_attach(q->vq, q->ctx, NULL) < 0) {
+        return;
+    }
+    aio_context_run_sync(q->ctx, vblk_queue_drop_held_fn, q);
+    virtqueue_detach(q->vq);
+}
+
 static void vblk_stop(VirtIODevice *vdev)
 {
     VirtIOBlock *s = vblk_of(vdev);
@@ -627,6 +652,8 @@ static void vblk_stop(VirtIODevice *vdev)
 
         if (q->started) {
             vblk_queue_stop(q);
+        } else {
+            vblk_queue_drop_orphans(q);
         }
     }
     /* What a driver did to the cache (write-through without FLUSH, a

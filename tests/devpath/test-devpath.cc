@@ -1402,3 +1402,73 @@ TEST_F(DevPathMove, FailedMoveKeepsQueueHeldRequestAndCounts)
 }
 
 }  // namespace
+
+namespace {
+
+// Attack: no descriptor at all during the move (RLIMIT_NOFILE below every
+// open fd): neither io1 nor, after the stop released io0's libaio
+// context, io0 can take the queue back.  The device says NEEDS_RESET
+// (it lost its context); a request held by werror=stop is still in the
+// queue.  The guest's reset and the unplug must not crash on it.
+TEST_F(DevPathMove, MoveThatLosesTheContextThenResetAndUnplug)
+{
+    BlockOptions o = {};
+    GError *err = nullptr;
+    o.id = g_strdup("d0");
+    o.driver = BLOCK_DRIVER_FILE;
+    o.filename = g_strdup(image_.c_str());
+    o.aio = BLOCK_AIO_NATIVE;
+    o.cache_direct = true;
+    o.cache_writeback = true;
+    o.locking = BLOCK_LOCKING_OFF;
+    blk_unref(blk_);
+    blk_ = blk_open(&o, &err);
+    block_options_clear(&o);
+    ASSERT_NE(blk_, nullptr) << (err ? err->message : "");
+    UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write"));
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=stop", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+    uint64_t wbuf = guest_.alloc(4096);
+    uint16_t before = ring_.UsedIdx();
+    Post(VIRTIO_BLK_T_OUT, 64, wbuf, 4096, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 1; }));
+
+    struct rlimit old_lim, lim;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old_lim), 0);
+    lim = old_lim;
+    lim.rlim_cur = 3;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    int ret = virtio_blk_pci_set_iothread(dev_, io1_, &err);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old_lim), 0);
+    EXPECT_LT(ret, 0);
+    g_clear_error(&err);
+    EXPECT_EQ(QueueIOThread(0), "io0");
+    EXPECT_TRUE(Mmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1) & 0x40)
+        << "NEEDS_RESET";
+    EXPECT_EQ(ring_.UsedIdx(), before);
+
+    // The guest resets, and the device works again.
+    SetMmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1, 0);
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 0u);
+    ring_.avail_idx = ring_.last_used = ring_.next_desc = 0;
+    memset(guest_.hva(vtest::kRam0), 0, 0x10000);
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    uint64_t rbuf = guest_.alloc(4096);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 64, rbuf, 4096, true), VIRTIO_BLK_S_OK);
+
+    // Lose it again, and unplug without a reset.
+    Post(VIRTIO_BLK_T_OUT, 64, wbuf, 4096, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 1; }));
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    ret = virtio_blk_pci_set_iothread(dev_, io1_, &err);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old_lim), 0);
+    EXPECT_LT(ret, 0);
+    g_clear_error(&err);
+    virtio_blk_pci_destroy(dev_);
+    dev_ = nullptr;
+}
+
+}  // namespace
