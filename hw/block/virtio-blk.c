@@ -45,6 +45,16 @@ struct VirtIOBlockQueue {
     /* [ctx] while started; set/cleared by start/stop through run_sync */
     BlockQueue *bq;
     AioBH *flush_bh;
+    /* Why the last start failed: written in ctx by the start, taken by
+     * the caller of vblk_queue_start() after its run_sync. */
+    GError *start_err;
+    /* [ctx] like flush_bh: resubmits the held list.  Deleted (so never
+     * run stale) by the stop; a move re-arms it in the new context. */
+    AioBH *retry_bh;
+    /* Set by the main thread ("cont") before it schedules retry_bh,
+     * cleared by the retry in ctx, and by a stop that drops the held
+     * list: a retry asked for and not run yet survives a move. */
+    atomic_bool retry_wanted;
     bool started;
     bool stopping;
     /* Main thread (BQL + vdev->lock), read by the stop in ctx through
@@ -450,7 +460,10 @@ static void vblk_retry_bh(void *opaque)
 
     vblk_assert_home(q);
     if (!q->bq || q->stopping) {
-        return; /* reset in between: the stop dropped them */
+        return; /* in a stop's drain: a move re-arms it, a reset drops */
+    }
+    if (!atomic_exchange(&q->retry_wanted, false)) {
+        return;
     }
     list = vblk_take_held(q);
     blk_queue_plug(q->bq);
@@ -473,10 +486,14 @@ void virtio_blk_retry_failed(VirtIOBlock *s)
     for (unsigned i = 0; i < s->vdev.num_queues; i++) {
         VirtIOBlockQueue *q = &s->queues[i];
 
-        /* FIFO behind anything the main thread scheduled before (a stop's
-         * run_sync comes after this BH, so it never sees it run late) */
+        /* retry_bh lives while the queue is started (BQL: a start or
+         * stop cannot run meanwhile); a stop deletes it, so it never runs
+         * against a queue that moved or went away (a oneshot BH did: in
+         * the main loop, a move or unplug stops the queue inline, before
+         * BHs already scheduled there). */
         if (q->started) {
-            aio_bh_schedule_oneshot(q->ctx, vblk_retry_bh, q);
+            atomic_store(&q->retry_wanted, true);
+            aio_bh_schedule(q->retry_bh);
         }
     }
 }
@@ -511,15 +528,13 @@ unsigned virtio_blk_held_requests(VirtIOBlock *s)
 static void vblk_queue_start_fn(void *opaque)
 {
     VirtIOBlockQueue *q = opaque;
-    GError *err = NULL;
 
-    q->bq = blk_queue_new(q->s->blk, q->ctx, &err);
+    q->bq = blk_queue_new(q->s->blk, q->ctx, &q->start_err);
     if (!q->bq) {
-        fprintf(stderr, "shardvm: %s: %s\n", q->s->vdev.name, err->message);
-        g_error_free(err);
         return;
     }
     q->flush_bh = aio_bh_new(q->ctx, vblk_flush_bh, q);
+    q->retry_bh = aio_bh_new(q->ctx, vblk_retry_bh, q);
     q->stopping = false;
 }
 
@@ -538,9 +553,14 @@ static void vblk_queue_stop_fn(void *opaque)
         virtqueue_detach_element(q->vq, r->elem);
         req_put(r);
     }
+    if (!q->moving) {
+        atomic_store(&q->retry_wanted, false);
+    }
     virtqueue_flush(q->vq);
     aio_bh_delete(q->flush_bh);
     q->flush_bh = NULL;
+    aio_bh_delete(q->retry_bh);
+    q->retry_bh = NULL;
     blk_queue_free(q->bq);
     q->bq = NULL;
 }
@@ -557,21 +577,70 @@ static void vblk_queue_stop(VirtIOBlockQueue *q)
 }
 
 /* Serve one enabled queue in q->ctx (virtqueue_attach kicks it once, for
- * what the guest published while it was not served). */
-static int vblk_queue_start(VirtIOBlockQueue *q)
+ * what the guest published while it was not served).  On failure, why in
+ * *@errp (NULL: printed on stderr, for a start the guest asked for). */
+static int vblk_queue_start(VirtIOBlockQueue *q, GError **errp)
 {
     int ret = aio_context_run_sync(q->ctx, vblk_queue_start_fn, q);
 
-    if (ret < 0 || !q->bq) {
-        return ret < 0 ? ret : -ENOMEM;
+    if (ret == 0 && !q->bq) {
+        GError *e = q->start_err;
+
+        q->start_err = NULL;
+        ret = e && e->code > 0 ? -e->code : -ENOMEM;
+        if (!errp) {
+            fprintf(stderr, "shardvm: %s: %s\n", q->s->vdev.name,
+                    e ? e->message : g_strerror(-ret));
+            g_clear_error(&e);
+        } else if (e) {
+            g_propagate_error(errp, e);
+        } else {
+            shardvm_error_set(errp, ret, "%s", g_strerror(-ret));
+        }
+        return ret;
+    }
+    if (ret < 0) {
+        return shardvm_error_set(errp, ret, "%s: context closed: %s",
+                                 q->s->vdev.name, g_strerror(-ret));
     }
     q->started = true;
     ret = virtqueue_attach(q->vq, q->ctx, vblk_handle_vq);
     if (ret < 0) {
         aio_context_run_sync(q->ctx, vblk_queue_stop_fn, q);
         q->started = false;
+        shardvm_error_set(errp, ret, "%s: cannot attach the queue: %s",
+                          q->s->vdev.name, g_strerror(-ret));
+    } else if (atomic_load(&q->retry_wanted)) {
+        /* A move: "cont" asked for a retry the old context did not run
+         * (once attached: a completion pushes to the used ring). */
+        aio_bh_schedule(q->retry_bh);
     }
     return ret;
+}
+
+static void vblk_queue_drop_held_fn(void *opaque)
+{
+    VirtIOBlockQueue *q = opaque;
+
+    for (VirtIOBlockReq *r = vblk_take_held(q), *next; r; r = next) {
+        next = r->next;
+        virtqueue_detach_element(q->vq, r->elem);
+        req_put(r);
+    }
+    atomic_store(&q->retry_wanted, false);
+}
+
+/* A queue that lost its context in a move (no start worked, here or back
+ * in the old one) may still hold requests "stop" kept: drop them as a
+ * stop does, in q->ctx with the queue bound there (no handler) for the
+ * while, so that the virtqueue can be reset or freed. */
+static void vblk_queue_drop_orphans(VirtIOBlockQueue *q)
+{
+    if (!q->held_head || virtqueue_attach(q->vq, q->ctx, NULL) < 0) {
+        return;
+    }
+    aio_context_run_sync(q->ctx, vblk_queue_drop_held_fn, q);
+    virtqueue_detach(q->vq);
 }
 
 static void vblk_stop(VirtIODevice *vdev)
@@ -583,6 +652,8 @@ static void vblk_stop(VirtIODevice *vdev)
 
         if (q->started) {
             vblk_queue_stop(q);
+        } else {
+            vblk_queue_drop_orphans(q);
         }
     }
     /* What a driver did to the cache (write-through without FLUSH, a
@@ -606,7 +677,7 @@ static int vblk_start(VirtIODevice *vdev)
         if (!virtqueue_is_enabled(q->vq)) {
             continue;
         }
-        ret = vblk_queue_start(q);
+        ret = vblk_queue_start(q, NULL);
         if (ret < 0) {
             vblk_stop(vdev);
             return ret;
@@ -639,29 +710,34 @@ int virtio_blk_set_queue_context(VirtIOBlock *s, unsigned index,
     g_mutex_lock(&s->vdev.lock);
     old = q->ctx;
     was_started = q->started;
+    /* The held list survives the stop, and the stop of a start that
+     * fails halfway (until the queue runs again, here or back in @old). */
+    q->moving = true;
     if (was_started) {
-        q->moving = true;     /* the held list survives the stop */
         vblk_queue_stop(q);   /* drained: nothing in flight in @old */
-        q->moving = false;
     }
     aio_context_ref(ctx);
     q->ctx = ctx;
     if (was_started) {
-        ret = vblk_queue_start(q);
+        GError *why = NULL;
+
+        ret = vblk_queue_start(q, &why);
         if (ret < 0) {
             /* Back where it was, so the guest keeps its disk. */
             aio_context_unref(ctx);
             q->ctx = old;
             old = NULL;
-            if (vblk_queue_start(q) < 0) {
+            if (vblk_queue_start(q, NULL) < 0) {
                 virtio_error(&s->vdev, "virtio-blk: queue %u lost its "
                              "context in a move", index);
             }
             shardvm_error_set(errp, ret, "virtio-blk: cannot start queue %u "
                               "in the new context: %s", index,
-                              g_strerror(-ret));
+                              why ? why->message : g_strerror(-ret));
+            g_clear_error(&why);
         }
     }
+    q->moving = false;
     g_mutex_unlock(&s->vdev.lock);
     if (old) {
         aio_context_unref(old);
@@ -826,6 +902,7 @@ VirtIOBlock *virtio_blk_new(const VirtIOBlockConfig *cfg, BlockBackend *blk,
         q->vq = virtio_get_queue(&s->vdev, i);
         q->ctx = queue_ctxs[i];
         q->held_tail = &q->held_head;
+        atomic_init(&q->retry_wanted, false);
         aio_context_ref(q->ctx);
         q->reqs = g_new0(VirtIOBlockReq, cfg->queue_size);
         q->free_reqs = g_ptr_array_sized_new(cfg->queue_size);

@@ -488,3 +488,108 @@ TEST(BlockErrorPolicy, Actions)
 }
 
 } // namespace
+
+namespace {
+
+// Attack: blkdebug over blkdebug (e1 over e0 over base0): both layers'
+// rules apply, the inner one's for what the outer passes down; a failure
+// of the inner layer reaches the outer caller once; the data path
+// through two layers stays intact; the range edge behaves per layer.
+TEST_F(Blkdebug, NestedNodesApplyBothLayers)
+{
+    Open("inject-error.0.iotype=write,inject-error.0.sector=0");
+    BlockOptions eo{};
+    GError *err = nullptr;
+    ASSERT_EQ(block_parse_blockdev("driver=blkdebug,node-name=e1,image=e0,"
+                                   "inject-error.0.iotype=read,"
+                                   "inject-error.0.errno=61,"
+                                   "inject-error.0.every=2", &eo, &err), 0)
+        << err->message;
+    // The queue of e0 goes: e1 is layered over e0 and owns it now.
+    blk_queue_drain(q);
+    blk_queue_free(q);
+    q = nullptr;
+    BlockBackend *outer = blk_open_blkdebug(&eo, node, &err);
+    block_options_clear(&eo);
+    ASSERT_NE(outer, nullptr) << err->message;
+    q = blk_queue_new(outer, ctx, &err);
+    ASSERT_NE(q, nullptr) << err->message;
+    EXPECT_EQ(Do(W, 0), -EIO);       // inner rule
+    EXPECT_EQ(Do(W, 1), 0);
+    EXPECT_EQ(Do(R, 0), 0);          // outer rule: 1st read passes
+    EXPECT_EQ(Do(R, 0), -ENODATA);   // 2nd fails
+    EXPECT_EQ(Do(F), 0);
+    BlockStats so, si;
+    blk_get_stats(outer, &so);
+    blk_get_stats(node, &si);
+    EXPECT_EQ(so.failed_ops, 2u);
+    EXPECT_EQ(si.failed_ops, 1u);
+    EXPECT_EQ(si.rd_ops, 1u) << "the failed read reached the inner node";
+    blk_queue_drain(q);
+    blk_queue_free(q);
+    q = nullptr;
+    blk_unref(outer);
+}
+
+// Attack: a config file with odd but valid content (CRLF, blanks, quotes,
+// comments, no final newline) and broken content (key before a section,
+// a line without '=', an out-of-range number): a clear error naming the
+// line, nothing half-loaded crashes.
+TEST_F(Blkdebug, ConfigFileOddAndBrokenContent)
+{
+    std::string path = ImageDir().empty() ? "/tmp" : ImageDir();
+    path += "/blkdebug-attack.conf";
+    auto load = [&](const std::string &text, GError **e) {
+        {
+            std::ofstream f(path, std::ios::binary);
+            f << text;
+        }
+        BlockOptions eo{};
+        std::string spec = "driver=blkdebug,node-name=e9,image=base0,"
+                           "config=" + path;
+        EXPECT_EQ(block_parse_blockdev(spec.c_str(), &eo, nullptr), 0);
+        BlockBackend *b = blk_open_blkdebug(&eo, base, e);
+        block_options_clear(&eo);
+        if (!b) {
+            return -1;
+        }
+        blk_unref(b);
+        return 0;
+    };
+    Open("");
+    blk_queue_drain(q);
+    blk_queue_free(q);
+    q = nullptr;
+    blk_unref(node); // base0 free for the nodes opened here
+    node = nullptr;
+    GError *err = nullptr;
+    EXPECT_EQ(load("\r\n  [inject-error]  \r\n\terrno = \"28\"\r\n"
+                   "; comment\r\n[inject-error]\r\nsector=7", &err), 0)
+        << (err ? err->message : "");
+    g_clear_error(&err);
+    EXPECT_EQ(load("", &err), 0);
+    struct {
+        const char *text;
+        const char *msg;
+    } bad[] = {
+        { "errno = 5\n", ":1:" },
+        { "[inject-error]\nerrno\n", ":2:" },
+        { "[inject-error]\nerrno = 4096\n", "errno" },
+        { "[inject-error]\nerrno = -5\n", "errno" },
+        { "[inject-error]\nsector = 18014398509481984\n", "sector" },
+        { "[inject-error]\nevery = 0\n", "every" },
+        { "[inject-error]\nsector-count = -1\n", "sector-count" },
+        { "[inject-error]\n= 5\n", "''" },
+        { "[inject-error\n", "section" },
+    };
+    for (auto &b : bad) {
+        EXPECT_LT(load(b.text, &err), 0) << b.text;
+        ASSERT_NE(err, nullptr) << b.text;
+        EXPECT_NE(strstr(err->message, b.msg), nullptr)
+            << b.text << ": " << err->message;
+        g_clear_error(&err);
+    }
+    unlink(path.c_str());
+}
+
+}  // namespace

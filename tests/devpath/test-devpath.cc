@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -293,7 +294,7 @@ protected:
         ASSERT_TRUE(Mmio(common_ + VIRTIO_PCI_COMMON_DF, 4) & 1) << "VERSION_1";
         SetMmio(common_ + VIRTIO_PCI_COMMON_GFSELECT, 4, 0);
         SetMmio(common_ + VIRTIO_PCI_COMMON_GF, 4,
-                1u << VIRTIO_BLK_F_FLUSH);
+                (1u << VIRTIO_BLK_F_FLUSH) | features0_);
         SetMmio(common_ + VIRTIO_PCI_COMMON_GFSELECT, 4, 1);
         SetMmio(common_ + VIRTIO_PCI_COMMON_GF, 4, 1);
         SetMmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1, 3 | 8);
@@ -407,6 +408,7 @@ protected:
     void *dev_ = nullptr;
     int slot_ = -1;
     unsigned nr_vcpus_ = 0;   // DeviceHost.nr_vcpus (-smp) for Create()
+    uint32_t features0_ = 0;  // more feature bits 0..31 Probe() accepts
     uint64_t common_ = 0, notify_ = 0, devcfg_ = 0, msix_table_ = 0;
     uint32_t mult_ = 0, noff_ = 0;
     unsigned msix_cap_ = 0;
@@ -611,7 +613,7 @@ public:
         for (unsigned s = 0; s < kSlots; s++) {
             Submit(s);
         }
-        while (in_flight_ > 0) {
+        while (in_flight_ > 0 && !abandon.load()) {
             if (!Reap()) {
                 std::this_thread::yield();
             }
@@ -620,7 +622,11 @@ public:
         aio_notify(main_loop_get_aio_context());
     }
 
-    std::atomic<bool> stop{ false }, done{ false };
+    std::atomic<bool> stop{ false }, done{ false }, abandon{ false };
+    // Kick only when the device asks for it (VRING_USED_F_NO_NOTIFY, or
+    // avail_event with EVENT_IDX), as Linux does; else always.
+    bool honor_suppression = false, event_idx = false;
+    uint64_t kicks = 0;
     std::atomic<uint64_t> completed{ 0 };
     uint64_t submitted = 0, reads = 0, writes = 0;
     uint64_t verify_errors = 0, status_errors = 0, unknown_heads = 0;
@@ -661,8 +667,20 @@ private:
         sl.busy = true;
         in_flight_++;
         submitted++;
+        uint16_t old_idx = ring_.avail_idx;
         ring_.Publish(d);
-        event_notifier_set(kick_);
+        bool kick = true;
+        if (honor_suppression && event_idx) {
+            uint16_t ev = ring_.AvailEvent();
+            kick = (uint16_t)(ring_.avail_idx - ev - 1) <
+                   (uint16_t)(ring_.avail_idx - old_idx);
+        } else if (honor_suppression) {
+            kick = !(ring_.UsedFlags() & VRING_USED_F_NO_NOTIFY);
+        }
+        if (kick) {
+            kicks++;
+            event_notifier_set(kick_);
+        }
     }
 
     // Take what the device put in the used ring; false if nothing.
@@ -1118,6 +1136,339 @@ TEST_F(DevPathMove, HeldRequestsMoveWithTheQueue)
     BlockStats image;
     blk_get_stats(blk_, &image);
     EXPECT_EQ(image.wr_ops, 1u);
+}
+
+}  // namespace
+
+namespace {
+
+// Attack (review of the live move): "cont" and "x-blockdev-set-iothread"
+// pipelined in one QMP read run back to back on the main thread, before
+// any BH.  With the queue in the main loop, the retry that "cont" asked
+// for is still pending there when the move's stop runs inline; the retry
+// must follow the queue to its new context (run there, once), not run
+// stale in the main loop against a queue that now lives in io1.
+TEST_F(DevPathMove, ContThenMoveBeforeTheRetryRanRetriesInTheNewContext)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write,"
+                                         "inject-error.0.once=on"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,werror=stop", &err); // main loop
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+
+    uint64_t wbuf = guest_.alloc(4096), rbuf = guest_.alloc(4096);
+    for (int i = 0; i < 4096; i++) {
+        ((uint8_t *)guest_.hva(wbuf))[i] = (uint8_t)(i * 5 + 9);
+    }
+    uint16_t before = ring_.UsedIdx();
+    uint64_t st = Post(VIRTIO_BLK_T_OUT, 48, wbuf, 4096, false);
+    for (int i = 0; i < 5000 && virtio_blk_held_requests(vblk) != 1; i++) {
+        main_loop_wait(true);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(virtio_blk_held_requests(vblk), 1u);
+
+    sink.Resume(); // "cont": the retry is scheduled in the main loop ...
+    // ... and the move runs before it did.
+    ASSERT_EQ(virtio_blk_pci_set_iothread(dev_, io1_, &err), 0)
+        << (err ? err->message : "");
+    EXPECT_EQ(QueueIOThread(0), "io1");
+    for (int i = 0; i < 5000 && ring_.UsedIdx() != before + 1; i++) {
+        main_loop_wait(true); // a stale retry would run here
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(ring_.UsedIdx(), (uint16_t)(before + 1))
+        << "the retry asked for by cont never ran in the new context";
+    EXPECT_EQ(*(uint8_t *)guest_.hva(st), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 0u);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 48, rbuf, 4096, true), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(memcmp(guest_.hva(wbuf), guest_.hva(rbuf), 4096), 0);
+    BlockStats image;
+    blk_get_stats(blk_, &image);
+    EXPECT_EQ(image.wr_ops, 1u) << "the write ran twice or never";
+}
+
+}  // namespace
+
+namespace {
+
+// Attack: "cont" then the device goes away (quit in the same QMP read,
+// machine teardown) before the main loop ran the retry "cont" scheduled:
+// nothing may run later against the freed queue (ASan: use after free).
+TEST_F(DevPathMove, DestroyWithARetryPendingInTheMainLoop)
+{
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write"));
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=e0,werror=stop", &err); // main loop
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+    uint64_t wbuf = guest_.alloc(4096);
+    Post(VIRTIO_BLK_T_OUT, 8, wbuf, 4096, false);
+    for (int i = 0; i < 5000 && virtio_blk_held_requests(vblk) != 1; i++) {
+        main_loop_wait(true);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(virtio_blk_held_requests(vblk), 1u);
+    sink.Resume();              // "cont" ...
+    virtio_blk_pci_destroy(dev_); // ... "quit": teardown
+    dev_ = nullptr;
+    for (int i = 0; i < 5; i++) {
+        main_loop_wait(true);   // a stale retry would run here
+    }
+    BlockStats node;
+    blk_get_stats(dbg_, &node);
+    EXPECT_EQ(node.failed_ops, 1u) << "a retry ran after the unplug";
+}
+
+}  // namespace
+
+namespace {
+
+// Attack: the verify run with moves, but the guest kicks only when the
+// device asks (EVENT_IDX's avail_event, or NO_NOTIFY without it), as a
+// Linux guest does; the IOThreads busy-poll (notifications suppressed
+// meanwhile).  A move that leaves the ring saying "don't kick" while
+// nobody polls any more stalls the guest: bounded wait, then fail.
+void MoveUnderSuppressedKicks(void *dev, Guest &guest, vtest::Ring &ring,
+                              EventNotifier *kick, bool event_idx,
+                              IOThread *io0, IOThread *io1)
+{
+    GError *err = nullptr;
+    VerifyDriver drv(guest, ring, kick, 0x5eed + event_idx, kImageSize / 4096);
+    drv.honor_suppression = true;
+    drv.event_idx = event_idx;
+    std::thread vcpu([&] { drv.Run(); });
+    IOThread *targets[3] = { io1, nullptr, io0 };
+    uint64_t seen = 0;
+    int moves = 0;
+    bool stalled = false;
+    for (; moves < 60 && !stalled; moves++) {
+        int spins = 0;
+        while (drv.completed.load() < seen + 8 && !drv.done.load() &&
+               spins++ < 20000) {
+            main_loop_wait(true);
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
+        }
+        stalled = drv.completed.load() < seen + 8;
+        seen = drv.completed.load();
+        ASSERT_EQ(virtio_blk_pci_set_iothread(dev, targets[moves % 3], &err),
+                  0) << (err ? err->message : "");
+    }
+    drv.stop.store(true);
+    for (int spins = 0; !drv.done.load() && spins < 20000; spins++) {
+        main_loop_wait(true);
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    stalled |= !drv.done.load();
+    drv.abandon.store(true);
+    vcpu.join();
+    EXPECT_FALSE(stalled) << "the guest stalled after move " << moves
+                          << ": a kick it was told to skip was needed";
+    EXPECT_EQ(moves, 60);
+    EXPECT_EQ(drv.verify_errors, 0u);
+    EXPECT_EQ(drv.status_errors, 0u);
+    EXPECT_EQ(drv.unknown_heads, 0u);
+    EXPECT_LT(drv.kicks, drv.submitted) << "suppression never happened";
+}
+
+TEST_F(DevPathMove, MovesWithEventIdxAndSuppressedKicks)
+{
+    features0_ = 1u << VIRTIO_F_EVENT_IDX;
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,queue-size=64", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    ASSERT_NE(Kick(), nullptr);
+    MoveUnderSuppressedKicks(dev_, guest_, ring_, Kick(), true, iot_, io1_);
+}
+
+TEST_F(DevPathMove, MovesWithNoNotifyAndSuppressedKicks)
+{
+    GError *err = nullptr;
+    dev_ = Create("virtio-blk-pci,drive=d0,iothread=io0,queue-size=64", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    ASSERT_NE(Kick(), nullptr);
+    MoveUnderSuppressedKicks(dev_, guest_, ring_, Kick(), false, iot_, io1_);
+}
+
+}  // namespace
+
+namespace {
+
+struct HoldCtxQueue {
+    BlockBackend *blk;
+    BlockQueue *q = nullptr;
+    AioContext *ctx;
+};
+
+// Attack: the target context cannot take the queue (out of file
+// descriptors: aio=native needs an eventfd per context), with a request
+// held by werror=stop.  The move fails with the real cause, the queue
+// keeps serving from io0 with its held request, the in-use counts stay.
+TEST_F(DevPathMove, FailedMoveKeepsQueueHeldRequestAndCounts)
+{
+    // d0 again, with aio=native (one libaio context per AioContext).
+    BlockOptions o = {};
+    GError *err = nullptr;
+    o.id = g_strdup("d0");
+    o.driver = BLOCK_DRIVER_FILE;
+    o.filename = g_strdup(image_.c_str());
+    o.aio = BLOCK_AIO_NATIVE;
+    o.cache_direct = true;
+    o.cache_writeback = true;
+    o.locking = BLOCK_LOCKING_OFF;
+    blk_unref(blk_);
+    blk_ = blk_open(&o, &err);
+    block_options_clear(&o);
+    ASSERT_NE(blk_, nullptr) << (err ? err->message : "");
+    ErrorSink &sink = UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write,"
+                                         "inject-error.0.once=on"));
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=stop", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+
+    // Keep io0's libaio state alive through the move (so the way back
+    // needs no new descriptor).
+    BlockOptions o2 = {};
+    o2.id = g_strdup("keep");
+    o2.driver = BLOCK_DRIVER_FILE;
+    o2.filename = g_strdup(image_.c_str());
+    o2.aio = BLOCK_AIO_NATIVE;
+    o2.cache_direct = true;
+    o2.read_only = true;
+    o2.locking = BLOCK_LOCKING_OFF;
+    HoldCtxQueue keep;
+    keep.blk = blk_open(&o2, &err);
+    block_options_clear(&o2);
+    ASSERT_NE(keep.blk, nullptr) << (err ? err->message : "");
+    keep.ctx = iothread_get_aio_context(iot_);
+    ASSERT_EQ(aio_context_run_sync(keep.ctx, [](void *op) {
+        HoldCtxQueue *k = static_cast<HoldCtxQueue *>(op);
+        k->q = blk_queue_new(k->blk, k->ctx, nullptr);
+    }, &keep), 0);
+    ASSERT_NE(keep.q, nullptr);
+
+    uint64_t wbuf = guest_.alloc(4096), rbuf = guest_.alloc(4096);
+    memset(guest_.hva(wbuf), 0x3c, 4096);
+    uint16_t before = ring_.UsedIdx();
+    uint64_t st = Post(VIRTIO_BLK_T_OUT, 56, wbuf, 4096, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 1; }));
+
+    // No descriptor left for io1's eventfd.
+    struct rlimit old_lim, lim;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old_lim), 0);
+    int lowest = dup(0);
+    ASSERT_GE(lowest, 0);
+    close(lowest);
+    lim = old_lim;
+    lim.rlim_cur = (rlim_t)lowest;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    int ret = virtio_blk_pci_set_iothread(dev_, io1_, &err);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old_lim), 0);
+
+    EXPECT_LT(ret, 0);
+    ASSERT_NE(err, nullptr);
+    EXPECT_NE(strstr(err->message, g_strerror(EMFILE)), nullptr)
+        << "the reason is lost: " << err->message;
+    g_clear_error(&err);
+    EXPECT_EQ(QueueIOThread(0), "io0");
+    EXPECT_TRUE(iothread_in_use(iot_));
+    EXPECT_FALSE(iothread_in_use(io1_));
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 1u) << "the failed move lost it";
+    EXPECT_EQ(ring_.UsedIdx(), before);
+
+    sink.Resume(); // "cont"
+    ASSERT_TRUE(WaitFor([&] { return ring_.UsedIdx() == before + 1; }));
+    EXPECT_EQ(*(uint8_t *)guest_.hva(st), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 56, rbuf, 4096, true), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(memcmp(guest_.hva(wbuf), guest_.hva(rbuf), 4096), 0);
+    // And the move works once descriptors are back.
+    EXPECT_EQ(virtio_blk_pci_set_iothread(dev_, io1_, &err), 0)
+        << (err ? err->message : "");
+    EXPECT_EQ(QueueIOThread(0), "io1");
+
+    aio_context_run_sync(keep.ctx, [](void *op) {
+        blk_queue_free(static_cast<HoldCtxQueue *>(op)->q);
+    }, &keep);
+    blk_unref(keep.blk);
+}
+
+}  // namespace
+
+namespace {
+
+// Attack: no descriptor at all during the move (RLIMIT_NOFILE below every
+// open fd): neither io1 nor, after the stop released io0's libaio
+// context, io0 can take the queue back.  The device says NEEDS_RESET
+// (it lost its context); a request held by werror=stop is still in the
+// queue.  The guest's reset and the unplug must not crash on it.
+TEST_F(DevPathMove, MoveThatLosesTheContextThenResetAndUnplug)
+{
+    BlockOptions o = {};
+    GError *err = nullptr;
+    o.id = g_strdup("d0");
+    o.driver = BLOCK_DRIVER_FILE;
+    o.filename = g_strdup(image_.c_str());
+    o.aio = BLOCK_AIO_NATIVE;
+    o.cache_direct = true;
+    o.cache_writeback = true;
+    o.locking = BLOCK_LOCKING_OFF;
+    blk_unref(blk_);
+    blk_ = blk_open(&o, &err);
+    block_options_clear(&o);
+    ASSERT_NE(blk_, nullptr) << (err ? err->message : "");
+    UseSink();
+    ASSERT_NO_FATAL_FAILURE(OpenBlkdebug("inject-error.0.iotype=write"));
+    dev_ = Create("virtio-blk-pci,drive=e0,iothread=io0,werror=stop", &err);
+    ASSERT_NE(dev_, nullptr) << (err ? err->message : "");
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    VirtIOBlock *vblk = VblkOf(dev_);
+    uint64_t wbuf = guest_.alloc(4096);
+    uint16_t before = ring_.UsedIdx();
+    Post(VIRTIO_BLK_T_OUT, 64, wbuf, 4096, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 1; }));
+
+    struct rlimit old_lim, lim;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old_lim), 0);
+    lim = old_lim;
+    lim.rlim_cur = 3;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    int ret = virtio_blk_pci_set_iothread(dev_, io1_, &err);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old_lim), 0);
+    EXPECT_LT(ret, 0);
+    g_clear_error(&err);
+    EXPECT_EQ(QueueIOThread(0), "io0");
+    EXPECT_TRUE(Mmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1) & 0x40)
+        << "NEEDS_RESET";
+    EXPECT_EQ(ring_.UsedIdx(), before);
+
+    // The guest resets, and the device works again.
+    SetMmio(common_ + VIRTIO_PCI_COMMON_STATUS, 1, 0);
+    EXPECT_EQ(virtio_blk_held_requests(vblk), 0u);
+    ring_.avail_idx = ring_.last_used = ring_.next_desc = 0;
+    memset(guest_.hva(vtest::kRam0), 0, 0x10000);
+    ASSERT_NO_FATAL_FAILURE(Probe());
+    uint64_t rbuf = guest_.alloc(4096);
+    EXPECT_EQ(Request(VIRTIO_BLK_T_IN, 64, rbuf, 4096, true), VIRTIO_BLK_S_OK);
+
+    // Lose it again, and unplug without a reset.
+    Post(VIRTIO_BLK_T_OUT, 64, wbuf, 4096, false);
+    ASSERT_TRUE(WaitFor([&] { return virtio_blk_held_requests(vblk) == 1; }));
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    ret = virtio_blk_pci_set_iothread(dev_, io1_, &err);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old_lim), 0);
+    EXPECT_LT(ret, 0);
+    g_clear_error(&err);
+    virtio_blk_pci_destroy(dev_);
+    dev_ = nullptr;
 }
 
 }  // namespace
