@@ -770,6 +770,11 @@ static void machine_qmp_powerdown(void *opaque)
 
 static void machine_qmp_quit(void *opaque)
 {
+    Machine *m = opaque;
+    /* The monitor has announced SHUTDOWN (host-qmp-quit): record it first,
+     * so a guest power-off racing the exit neither announces a second
+     * SHUTDOWN nor changes the exit status (QEMU sends one event). */
+    machine_event_record(&m->event, MACHINE_EVENT_HOST, SHUTDOWN_HOST_QMP);
     main_loop_request_shutdown(SHUTDOWN_HOST_QMP);
 }
 

@@ -164,3 +164,23 @@ TEST(MachineEvent, ShutdownReasonFollowsTheWinner)
 }
 
 } // namespace
+
+// "quit" records SHUTDOWN_HOST_QMP before it asks the main loop to stop
+// (machine_qmp_quit): a guest power-off that lands before the exit then
+// loses, so the exit path announces no second SHUTDOWN (the monitor sent
+// host-qmp-quit already) and the status stays 0.
+TEST(MachineEvent, QuitRecordedFirstSilencesALaterGuestPowerOff)
+{
+    MachineEvent e;
+    char *msg = nullptr;
+    machine_event_init(&e);
+    ASSERT_TRUE(machine_event_record(&e, MACHINE_EVENT_HOST, SHUTDOWN_HOST_QMP));
+    EXPECT_FALSE(machine_event_record(&e, MACHINE_EVENT_VCPU_STOP,
+                                      VM_STOP_GUEST_POWEROFF));
+    EXPECT_EQ(machine_event_exit_status(&e, SHUTDOWN_GUEST, 0, &msg), 0);
+    EXPECT_EQ(msg, nullptr) << msg;
+    g_free(msg);
+    bool guest = true;
+    EXPECT_EQ(machine_event_shutdown_reason(&e, &guest), nullptr);
+    EXPECT_FALSE(guest);
+}
