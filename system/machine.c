@@ -960,6 +960,14 @@ static int machine_qmp_blockdev_set_iothread(void *opaque,
                                      "%s", iothread);
         }
     }
+    /* A node under a filter (blkdebug's image) follows its parent's
+     * queues; QEMU 7.2 refuses such a node by name. */
+    for (guint i = 0; i < m->drives->len; i++) {
+        if (blk_get_image(g_ptr_array_index(m->drives, i)) == blk) {
+            return shardvm_error_set(errp, -EINVAL, "Node %s is not a root "
+                                     "node", node_name);
+        }
+    }
     MachineDevice *md = machine_drive_device(m, blk);
     if (!md) {
         return 0;
