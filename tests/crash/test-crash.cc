@@ -367,3 +367,36 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<Variant> &i) { return std::string(i.param.name); });
 
 } // namespace
+
+// The I/O soak of scripts/soak (not run by default): device A of the
+// hostile bed does 4 KiB writes, reads and flushes for
+// SHARDVM_SOAK_SECONDS while the script samples this process's VmRSS.
+namespace {
+class Soak : public hostile::Bed {};
+
+TEST_F(Soak, DISABLED_DevicePathIo)
+{
+    const char *s = getenv("SHARDVM_SOAK_SECONDS");
+    unsigned secs = s ? (unsigned)atoi(s) : 10;
+    ASSERT_EQ(a.Start(), 15u);
+    verifier.Start(&b); // device B too, in its own IOThread
+    uint64_t buf = a.Alloc(4096), n = 0, failed = 0;
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(secs);
+    while (std::chrono::steady_clock::now() < end) {
+        for (int i = 0; i < 64; i++, n++) {
+            uint32_t type = n % 16 == 15 ? VIRTIO_BLK_T_FLUSH
+                            : n & 1      ? VIRTIO_BLK_T_IN
+                                         : VIRTIO_BLK_T_OUT;
+            bool flush = type == VIRTIO_BLK_T_FLUSH;
+            failed += a.Request(type, flush ? 0 : (n * 8) % (kImageSize / 512 - 8),
+                                flush ? 0 : buf, flush ? 0 : 4096,
+                                type == VIRTIO_BLK_T_IN) != VIRTIO_BLK_S_OK;
+        }
+    }
+    uint64_t passes = verifier.Finish();
+    printf("[ soak ] %u s: %llu requests on A, %llu verify passes on B\n", secs,
+           (unsigned long long)n, (unsigned long long)passes);
+    EXPECT_EQ(failed, 0u);
+    EXPECT_EQ(verifier.failures.load(), 0u);
+}
+} // namespace
