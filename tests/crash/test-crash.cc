@@ -1,6 +1,6 @@
 // SIGKILL crash consistency, host side (issue 13 point 4).
 //
-// A forked child runs the real device path of tests/hostile (conf1 ->
+// A child process (fork + exec of this program) runs the real device path of tests/hostile (conf1 ->
 // virtio-pci BARs -> MSI-X -> split rings -> virtio-blk in an IOThread ->
 // block layer -> a file image) with a driver in the child acting as the
 // guest: batches of writes of stamped 4 KiB blocks (block number,
