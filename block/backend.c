@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -232,6 +233,25 @@ void blk_ref(BlockBackend *blk)
     atomic_fetch_add_explicit(&blk->refcnt, 1, memory_order_relaxed);
 }
 
+/*
+ * The last reference is going: make what was written durable, as QEMU does
+ * when it closes an image (bdrv_close flushes) -- with cache=writeback the
+ * guest's last writes may be only in the page cache, and a clean exit
+ * (quit, SIGTERM, guest power-off) must leave them on disk even if the
+ * guest never flushed.  Not for read-only images or cache.no-flush
+ * (cache=unsafe).  A failure is reported; nothing else can be done.
+ */
+static void blk_flush_at_close(BlockBackend *blk)
+{
+    if (blk->opts.read_only || blk->opts.cache_no_flush) {
+        return;
+    }
+    if (fdatasync(blk->fd) < 0 && errno != EINVAL && errno != EROFS) {
+        fprintf(stderr, "shardvm: flushing drive '%s' at close failed: %s\n",
+                blk->opts.id ? blk->opts.id : "", strerror(errno));
+    }
+}
+
 void blk_unref(BlockBackend *blk)
 {
     if (!blk || atomic_fetch_sub_explicit(&blk->refcnt, 1,
@@ -239,6 +259,7 @@ void blk_unref(BlockBackend *blk)
         return;
     }
     if (blk->fd >= 0) {
+        blk_flush_at_close(blk);
         close(blk->fd); /* drops the OFD locks with the description */
     }
     if (blk->image) {

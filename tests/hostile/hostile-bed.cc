@@ -178,17 +178,21 @@ void Bed::BuildMachine()
     bus = pci_bus_new(&cfg, nullptr);
     ASSERT_NE(bus, nullptr);
     for (int i = 0; i < 2; i++) {
-        char tmpl[] = "/tmp/shardvm-hostile-XXXXXX";
-        int fd = mkstemp(tmpl);
-        ASSERT_GE(fd, 0);
-        ASSERT_EQ(ftruncate(fd, kImageSize), 0);
-        close(fd);
-        image[i] = tmpl;
+        if (image_path[i].empty()) {
+            char tmpl[] = "/tmp/shardvm-hostile-XXXXXX";
+            int fd = mkstemp(tmpl);
+            ASSERT_GE(fd, 0);
+            ASSERT_EQ(ftruncate(fd, kImageSize), 0);
+            close(fd);
+            image[i] = tmpl;
+        }
         BlockOptions o = {};
         o.id = g_strdup_printf("d%d", i);
         o.driver = BLOCK_DRIVER_FILE;
-        o.filename = g_strdup(tmpl);
-        o.aio = BLOCK_AIO_THREADS;
+        o.filename = g_strdup(image[i].empty() ? image_path[i].c_str()
+                                               : image[i].c_str());
+        o.aio = aio_mode;
+        o.cache_direct = cache_direct;
         o.cache_writeback = true;
         o.discard = BLOCK_DISCARD_UNMAP;
         GError *err = nullptr;
@@ -249,7 +253,9 @@ void Bed::FreeMachine()
     for (int i = 0; i < 2; i++) {
         blk_unref(blk[i]);
         iothread_free(iot[i]);
-        unlink(image[i].c_str());
+        if (!image[i].empty()) {
+            unlink(image[i].c_str());
+        }
     }
     bql_unlock();
     bql_held = false;

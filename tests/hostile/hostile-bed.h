@@ -150,6 +150,11 @@ struct Bed : public ::testing::Test {
     Driver a, b;
     Verifier verifier;
     bool bql_held = false;
+    // Image options and paths (tests/crash sets them before SetUp): empty
+    // paths are made with mkstemp in /tmp and unlinked by FreeMachine.
+    BlockAioMode aio_mode = BLOCK_AIO_THREADS;
+    bool cache_direct = false;
+    std::string image_path[2];
 
     void SetUp() override;
     void TearDown() override;
