@@ -671,16 +671,18 @@ TEST_F(Vblk, SmpTwoGivesTwoQueues)
 // ---- 6. x-blockdev-set-iothread during a verify run --------------------
 
 // The disk moves io0 -> io1 -> main loop -> io0 ... while the guest
-// writes and reads back; no mismatch, no error, and query-blockstats
+// writes and reads back (until its RESULT line); no mismatch, no error, and query-blockstats
 // counts exactly the guest's requests (the guest parks after RESULT, so
 // the counts are final when asked).
 TEST_F(Vblk, SetIOThreadBackAndForthDuringVerify)
 {
-    const int count = 48;
+    // 256 blocks at qd=1: 512 requests one after the other, so that the
+    // run outlasts a few moves on a fast host too.
+    const int count = 256;
     std::string img = Image("move.img", 1 << 20), sock = Path("qmp.sock");
     Vm vm;
     ASSERT_TRUE(vm.Start(Args("mode=verify count=" + std::to_string(count) +
-                              " qd=2 seed=61",
+                              " qd=1 seed=61",
                               { "-S", "-qmp", "unix:" + sock + ",server=on,wait=off",
                                 "-object", "iothread,id=io0", "-object", "iothread,id=io1",
                                 "-drive", "file=" + img + ",format=raw,if=none,id=d0",
@@ -693,7 +695,9 @@ TEST_F(Vblk, SetIOThreadBackAndForthDuringVerify)
     const char *targets[] = { "\"io1\"", "null", "\"io0\"" };
     const char *names[] = { "io1", "-", "io0" };
     int moves = 0, moves_before_result = 0;
-    for (int i = 0; i < 9; i++) {
+    // Move until the guest has finished, at least 3 times, at most 1000.
+    for (int i = 0; i < 1000 && (i < 3 || LineStarting(vm.output(), "RESULT ").empty());
+         i++) {
         std::string r = vm.Qmp(std::string("{\"execute\":\"x-blockdev-set-iothread\","
                                            "\"arguments\":{\"node-name\":\"d0\","
                                            "\"iothread\":") + targets[i % 3] + "}}");
