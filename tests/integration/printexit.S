@@ -15,6 +15,9 @@ mb_header:
 
     .globl _start
 _start:
+    /* Multiboot leaves ESP undefined (shardvm: 0; QEMU's loader happens
+     * to leave a usable one): bring our own stack for the calls. */
+    mov $stack_top, %esp
     mov $s_before, %esi
     call puts
     mov $0x10, %eax
@@ -37,3 +40,9 @@ puts:
     .section .rodata
 s_before: .asciz "BEFORE\n"
 s_after:  .asciz "AFTER\n"
+
+    .section .bss
+    .align 16
+stack:
+    .space 4096
+stack_top:

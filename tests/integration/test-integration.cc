@@ -813,7 +813,8 @@ TEST_F(Integration, NoShutdownKeepsTheProcessUntilQuit)
     std::string k = WriteFile("gp.bin", img);
     std::string sock = Path("qmp.sock");
     std::string qmp = "unix:" + sock + ",server=on,wait=off";
-    const char *argv[] = { Binary().c_str(), "-nographic", "-S",
+    const std::string bin = Binary(); // argv must not point into a temporary
+    const char *argv[] = { bin.c_str(), "-nographic", "-S",
                            "-no-shutdown", "-qmp", qmp.c_str(), "-kernel",
                            k.c_str(), nullptr };
     posix_spawn_file_actions_t fa;
