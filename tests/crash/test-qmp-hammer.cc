@@ -115,7 +115,7 @@ struct Client {
 TEST_F(QmpHammer, HundredClientsQueryIothreadsWhileTheGuestDoesIo)
 {
     std::atomic<unsigned> replies{ 0 }, good{ 0 }, finished{ 0 }, bad_clients{ 0 };
-    std::atomic<bool> io_stop{ false };
+    std::atomic<bool> io_stop{ false }, io_exited{ false };
     std::atomic<uint64_t> io_done{ 0 }, io_failed{ 0 };
     // For each I/O completion: how many QMP replies had been read then,
     // and how long the request took (ns).  Only the I/O thread writes them.
@@ -138,6 +138,7 @@ TEST_F(QmpHammer, HundredClientsQueryIothreadsWhileTheGuestDoesIo)
                                 t1 - t0).count());
         }
         shardvm_rcu_unregister_thread();
+        io_exited = true;
     });
     // The guest is doing I/O before the clients come.
     while (io_done.load() < 20 && io_failed.load() == 0) {
@@ -191,7 +192,13 @@ TEST_F(QmpHammer, HundredClientsQueryIothreadsWhileTheGuestDoesIo)
     while (io_done.load() < after && io_failed.load() == 0) {
         Pump();
     }
+    // The I/O thread takes the BQL for each register access: keep pumping
+    // (which lets the BQL go) until it has left, then join.  Joining with
+    // the BQL held deadlocked whenever a request was in flight.
     io_stop = true;
+    while (!io_exited.load()) {
+        Pump();
+    }
     io.join();
 
     const unsigned total = kClients * kQueries;
