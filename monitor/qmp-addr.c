@@ -141,13 +141,27 @@ static int addr_check_server(const char *opt, const char *arg,
     return r;
 }
 
-/* "HOST:PORT" -> normalised "tcp:HOST:PORT", or NULL. */
+/* HOST and PORT -> normalised "tcp:HOST:PORT", or NULL.  As in QEMU, an
+ * empty HOST listens on every address ("tcp::4444"), and an IPv6 HOST is
+ * written in brackets ("tcp:[::1]:4444"); @host may come with or without
+ * them (-chardev host=::1), an unbracketed one with a ':' from -qmp's
+ * "tcp:H:P" form is ambiguous and refused by the caller. */
 static char *addr_tcp(const char *host, const char *port)
 {
     guint64 p;
-    if (!host || !*host || !port ||
+    if (!host || !port ||
         !g_ascii_string_to_unsigned(port, 10, 1, 65535, &p, NULL)) {
         return NULL;
+    }
+    size_t n = strlen(host);
+    bool bracketed = n >= 2 && host[0] == '[' && host[n - 1] == ']';
+    if (bracketed ? (n == 2 || strpbrk(host + 1, "[") ||
+                     memchr(host, ']', n - 1))
+                  : strpbrk(host, "[]") != NULL) {
+        return NULL;
+    }
+    if (!bracketed && strchr(host, ':')) {
+        return g_strdup_printf("tcp:[%s]:%u", host, (unsigned)p);
     }
     return g_strdup_printf("tcp:%s:%u", host, (unsigned)p);
 }
@@ -167,13 +181,16 @@ char *monitor_parse_qmp(const char *arg, GError **errp)
         const char *colon = strrchr(addr + 4, ':');
         if (colon) {
             char *host = g_strndup(addr + 4, colon - (addr + 4));
-            out = addr_tcp(host, colon + 1);
+            if (host[0] == '[' || !strchr(host, ':')) {
+                out = addr_tcp(host, colon + 1);
+            }
             g_free(host);
         }
     }
     if (!out) {
         shardvm_error_set(errp, -EINVAL, "-qmp: unsupported address '%s' "
-                          "(unix:PATH or tcp:HOST:PORT)", addr ? addr : arg);
+                          "(unix:PATH, tcp:HOST:PORT, tcp::PORT or "
+                          "tcp:[IPV6]:PORT)", addr ? addr : arg);
     } else if (addr_check_server("qmp", arg, kv, errp) < 0) {
         g_clear_pointer(&out, g_free);
     }

@@ -331,15 +331,21 @@ static int monitor_listen_unix(const char *path, GError **errp)
 
 static int monitor_listen_tcp(const char *hostport, GError **errp)
 {
+    /* "HOST:PORT", "[IPV6]:PORT" or ":PORT" (every address). */
     const char *colon = strrchr(hostport, ':');
     char *host = g_strndup(hostport, colon - hostport);
+    size_t hn = strlen(host);
+    if (hn >= 2 && host[0] == '[' && host[hn - 1] == ']') {
+        memmove(host, host + 1, hn - 2);
+        host[hn - 2] = '\0';
+    }
     struct addrinfo hints = { .ai_family = AF_UNSPEC,
                               .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE };
     struct addrinfo *res = NULL;
     int fd = -1, e = 0;
 
-    int gr = getaddrinfo(host, colon + 1, &hints, &res);
+    int gr = getaddrinfo(*host ? host : NULL, colon + 1, &hints, &res);
     if (gr != 0) {
         fd = shardvm_error_set(errp, -EINVAL, "-qmp: address '%s': %s",
                                hostport, gai_strerror(gr));

@@ -211,4 +211,68 @@ TEST_F(QmpServer, TcpListener)
     WaitClients(0);
 }
 
+// QEMU's "tcp::PORT" (every address) and "tcp:[::1]:PORT" forms listen,
+// and a client reaches them over IPv4 and IPv6 loopback respectively.
+TEST_F(QmpServer, TcpListenerEveryAddressAndIpv6)
+{
+    GError *err = nullptr;
+    auto free_port = [](int family) {
+        int probe = socket(family, SOCK_STREAM, 0);
+        struct sockaddr_storage ss = {};
+        socklen_t len;
+        if (family == AF_INET) {
+            auto *sa = (struct sockaddr_in *)&ss;
+            sa->sin_family = AF_INET;
+            len = sizeof(*sa);
+        } else {
+            auto *sa = (struct sockaddr_in6 *)&ss;
+            sa->sin6_family = AF_INET6;
+            sa->sin6_addr = in6addr_loopback;
+            len = sizeof(*sa);
+        }
+        int port = -1;
+        if (probe >= 0 && bind(probe, (struct sockaddr *)&ss, len) == 0 &&
+            getsockname(probe, (struct sockaddr *)&ss, &len) == 0) {
+            port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                           : ((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+        if (probe >= 0) {
+            close(probe);
+        }
+        return port;
+    };
+
+    int port = free_port(AF_INET);
+    ASSERT_GT(port, 0);
+    ASSERT_EQ(monitor_add_listener(mon, ("tcp::" + std::to_string(port) +
+                                         ",server,nowait").c_str(), &err), 0)
+        << err->message;
+    struct sockaddr_in sa = {};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(port);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+    close(fd);
+    WaitClients(0);
+
+    int port6 = free_port(AF_INET6);
+    if (port6 <= 0) {
+        GTEST_SKIP() << "no IPv6 loopback on this host";
+    }
+    ASSERT_EQ(monitor_add_listener(mon, ("tcp:[::1]:" + std::to_string(port6) +
+                                         ",server=on,wait=off").c_str(), &err), 0)
+        << err->message;
+    struct sockaddr_in6 sa6 = {};
+    sa6.sin6_family = AF_INET6;
+    sa6.sin6_addr = in6addr_loopback;
+    sa6.sin6_port = htons(port6);
+    fd = socket(AF_INET6, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa6, sizeof(sa6)), 0);
+    EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+    close(fd);
+    WaitClients(0);
+}
+
 }  // namespace

@@ -459,6 +459,22 @@ TEST(QmpAddr, OptionStrings)
     g_clear_error(&err);
     EXPECT_FALSE(monitor_parse_qmp("stdio", &err));
     g_clear_error(&err);
+    // QEMU's other TCP spellings: every address, and IPv6 in brackets.
+    a = monitor_parse_qmp("tcp::4444,server,nowait", &err);
+    EXPECT_STREQ(a, "tcp::4444");
+    g_free(a);
+    a = monitor_parse_qmp("tcp:[::1]:4444,server=on,wait=off", &err);
+    EXPECT_STREQ(a, "tcp:[::1]:4444");
+    g_free(a);
+    for (const char *bad : { "tcp:::1:4444,server,nowait", "tcp:[]:4444,server,nowait",
+                             "tcp:[::1:4444,server,nowait", "tcp:::1]:4444,server,nowait",
+                             "tcp:[::1]]:4444,server,nowait", "tcp:h:0,server,nowait",
+                             "tcp:h:65536,server,nowait", "tcp:h:,server,nowait",
+                             "tcp:4444,server,nowait" }) {
+        EXPECT_FALSE(monitor_parse_qmp(bad, &err)) << bad;
+        EXPECT_TRUE(err && strstr(err->message, "unsupported address")) << bad;
+        g_clear_error(&err);
+    }
     char *id = nullptr;
     a = monitor_parse_chardev("socket,id=mon0,path=/tmp/m.sock,server=on,"
                               "wait=off", &id, &err);
@@ -472,6 +488,13 @@ TEST(QmpAddr, OptionStrings)
     EXPECT_STREQ(a, "tcp:127.0.0.1:5555");
     g_free(a);
     g_free(id);
+    id = nullptr;
+    a = monitor_parse_chardev("socket,id=m2,host=::1,port=5555,server=on,wait=off", &id,
+                              &err);
+    EXPECT_STREQ(a, "tcp:[::1]:5555");
+    g_free(a);
+    g_free(id);
+    id = nullptr;
     a = monitor_parse_mon("chardev=mon0,mode=control,pretty=on", &err);
     EXPECT_STREQ(a, "mon0");
     g_free(a);
