@@ -867,4 +867,63 @@ TEST_F(PciTest, MsixWithFewFdsLeft)
     EXPECT_FALSE(pci_msix_is_pending(&dev_.pci, 0));
 }
 
+// With RAM above 4 GiB, a BAR may end exactly at 4 GiB or start exactly
+// where that RAM ends; one into it is refused.
+TEST_F(PciTest, BarNextToRamAbove4GMapsOneByteIntoItDoesNot)
+{
+    pci_bus_free(bus_);
+    PCIBusConfig cfg = {};
+    cfg.mmio = mmio_;
+    cfg.pio = pio_;
+    cfg.ram_below_4g = kRamBelow4G;
+    cfg.ram_above_4g = 1ull << 30;
+    cfg.vm_ops = &FakeVM::ops;
+    cfg.vm_opaque = &vm_;
+    GError *err = nullptr;
+    bus_ = pci_bus_new(&cfg, &err);
+    ASSERT_NE(bus_, nullptr) << err->message;
+    Plug();
+    const uint64_t ram_end = 0x100000000ull + (1ull << 30);
+    const struct {
+        uint64_t addr;
+        bool maps;
+    } cases[] = {
+        { 0xffffc000ull, true },        // ends exactly at 4 GiB
+        { 0x100000000ull, false },      // RAM
+        { ram_end - 0x4000, false },    // the last 16 KiB of RAM
+        { ram_end, true },              // right after it
+    };
+    for (const auto &c : cases) {
+        Write(3, PCI_BASE_ADDRESS_0 + 8, 4, (uint32_t)c.addr);
+        Write(3, PCI_BASE_ADDRESS_0 + 12, 4, (uint32_t)(c.addr >> 32));
+        EXPECT_EQ(dev_.pci.bars[2].mapped_addr,
+                  c.maps ? c.addr : PCI_BAR_UNMAPPED) << std::hex << c.addr;
+    }
+}
+
+// The PBA of 64 vectors is one qword: the bytes after it read 0 (never the
+// next qword of the pending array, which does not exist: ASan).
+TEST_F(PciTest, MsixPbaOfSixtyFourVectorsIsOneQword)
+{
+    pci_device_init(&dev_.pci, "pba64", nullptr, 0x1234, 0x5678, 0, 0);
+    ASSERT_EQ(pci_msix_init(&dev_.pci, 64, 0), 0);
+    GError *err = nullptr;
+    ASSERT_EQ(pci_bus_add_device(bus_, &dev_.pci, 3, &err), 3);
+    plugged_ = true;
+    uint8_t cap = pci_device_find_capability(&dev_.pci, PCI_CAP_ID_MSIX);
+    uint64_t bar = pci_device_bar_address(&dev_.pci, 0);
+    pci_config_write(&dev_.pci, cap + PCI_MSIX_FLAGS,
+                     PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL, 2);
+    for (unsigned v = 0; v < 64; v += 9) {
+        pci_msix_notify(&dev_.pci, v); // function masked: pending
+    }
+    uint64_t pba = 0, after = 1;
+    address_space_read(mmio_, bar + 0x800, 8, &pba);
+    EXPECT_EQ(pba, 0x8040201008040201ull);
+    address_space_read(mmio_, bar + 0x808, 8, &after);
+    EXPECT_EQ(after, 0u);
+    address_space_read(mmio_, bar + 0x80c, 4, &after);
+    EXPECT_EQ(after, 0u);
+}
+
 } // namespace

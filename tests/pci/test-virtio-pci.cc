@@ -338,6 +338,8 @@ TEST_F(VirtioPciTest, DeviceConfigAndGeneration)
     EXPECT_EQ(Common(VIRTIO_PCI_DEVICE_OFFSET, 4), 0x04030201u);
     EXPECT_EQ(Common(VIRTIO_PCI_DEVICE_OFFSET + 6, 2), 0x0807u);
     EXPECT_EQ(Common(VIRTIO_PCI_DEVICE_OFFSET + 6, 4), 0u); // beyond size
+    // A qword of device configuration: all eight bytes, nothing more.
+    EXPECT_EQ(Common(VIRTIO_PCI_DEVICE_OFFSET, 8), 0x0807060504030201ull);
     SetCommon(VIRTIO_PCI_DEVICE_OFFSET + 1, 1, 0xaa);
     EXPECT_EQ(dev_.config[1], 0xaa);
     EXPECT_EQ(Common(VIRTIO_PCI_COMMON_CFGGENERATION, 1), 0u);
@@ -700,6 +702,17 @@ TEST_F(VirtioPciTest, ResetDuringIo)
     EXPECT_EQ(Status(), 0);
     EXPECT_TRUE(vm_.ioeventfds.empty());
     EXPECT_EQ(dev_.starts, 50);
+}
+
+// A qword at Q_SIZE is Q_SIZE (low dword) then Q_ENABLE (high dword): the
+// size register sees only the low 32 bits, not a 64-bit value it would
+// refuse as "not a power of 2".
+TEST_F(VirtioPciTest, QwordAtQueueSizeIsSizeThenEnable)
+{
+    SetCommon(VIRTIO_PCI_COMMON_Q_SELECT, 2, 0);
+    SetCommon(VIRTIO_PCI_COMMON_Q_SIZE, 8, 1ull << 32 | 64);
+    EXPECT_EQ(Common(VIRTIO_PCI_COMMON_Q_SIZE, 2), 64u);
+    EXPECT_EQ(Common(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 1u);
 }
 
 } // namespace

@@ -23,6 +23,7 @@ struct FakeVm {
     std::vector<MonitorVirtqueue> vqs;
     std::string moved_node, moved_to; // last x-blockdev-set-iothread
     std::map<std::string, std::string> vq_owner; // "virtio-disk0" -> id
+    std::string name; // -name; empty: none
 
     FakeVm()
     {
@@ -74,7 +75,10 @@ inline const MonitorBackend FakeVm::ops = {
     },
     /* powerdown */ [](void *o) { Of(o)->powerdowns++; },
     /* quit */ [](void *o) { Of(o)->quits++; },
-    /* name */ [](void *) -> const char * { return nullptr; },
+    /* name */
+    [](void *o) -> const char * {
+        return Of(o)->name.empty() ? nullptr : Of(o)->name.c_str();
+    },
     /* kvm_info */
     [](void *, bool *enabled, bool *present) {
         *enabled = false;

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -273,6 +274,71 @@ TEST_F(QmpServer, TcpListenerEveryAddressAndIpv6)
     EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
     close(fd);
     WaitClients(0);
+}
+
+// The spare descriptor (/dev/null, O_RDONLY) the monitor keeps for running
+// out of them: the highest such fd above stdio.
+int SpareFd()
+{
+    int best = -1;
+    for (int fd = 3; fd < 1024; fd++) {
+        char link[64], target[64];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n > 0) {
+            target[n] = 0;
+            if (strcmp(target, "/dev/null") == 0) {
+                best = fd;
+            }
+        }
+    }
+    return best;
+}
+
+// accept() fails with no descriptor left, not even the spare: the
+// listener stops being watched (no busy loop) and is watched again when a
+// client goes, so a connection queued meanwhile is served then.
+TEST_F(QmpServer, ListenerPausedForLackOfFdsResumesWhenAClientGoes)
+{
+    int a = Connect();
+    WaitClients(1);
+    EXPECT_NE(ReadLine(a).find("\"QMP\""), std::string::npos);
+    int spare = SpareFd();
+    ASSERT_GT(spare, 2);
+    int b = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(b, 0);
+    struct rlimit saved, low;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    low = saved;
+    low.rlim_cur = (rlim_t)spare; // not even the spare's own number
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    struct sockaddr_un sa = {};
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, path.c_str());
+    int rc = connect(b, (struct sockaddr *)&sa, sizeof(sa)); // queued
+    for (int i = 0; i < 10; i++) {
+        main_loop_wait(true); // non-blocking
+    }
+    unsigned during = monitor_client_count(mon);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    ASSERT_EQ(rc, 0);
+    EXPECT_EQ(during, 1u) << "accepted without a descriptor?";
+    close(a);
+    for (int i = 0; i < 1000 && monitor_client_count(mon) != 0; i++) {
+        main_loop_wait(true); // non-blocking
+    }
+    ASSERT_EQ(monitor_client_count(mon), 0u) << "client a never went";
+    for (int i = 0; i < 1000 && monitor_client_count(mon) != 1; i++) {
+        main_loop_wait(true); // non-blocking
+    }
+    EXPECT_EQ(monitor_client_count(mon), 1u) << "listener never resumed";
+    if (monitor_client_count(mon) == 1) {
+        EXPECT_NE(ReadLine(b).find("\"QMP\""), std::string::npos);
+    }
+    close(b);
+    for (int i = 0; i < 1000 && monitor_client_count(mon) != 0; i++) {
+        main_loop_wait(true); // non-blocking
+    }
 }
 
 }  // namespace

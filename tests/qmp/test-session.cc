@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <set>
 
 namespace {
 
@@ -380,6 +381,10 @@ TEST_F(QmpSessionTest, BlockQueries)
     EXPECT_EQ(json_node_get_int(Member(st, "rd_bytes")), 7 * 4096);
     EXPECT_EQ(json_node_get_int(Member(st, "flush_operations")), 2);
     EXPECT_TRUE(Member(st, "wr_total_time_ns"));
+    // Members QEMU always has (constants here).
+    JsonNode *af = Member(st, "account_failed");
+    ASSERT_TRUE(af && JSON_NODE_HOLDS_VALUE(af));
+    EXPECT_TRUE(json_node_get_boolean(af));
     json_node_unref(n);
     Feed("{\"execute\":\"query-block\"}");
     n = Next();
@@ -388,6 +393,7 @@ TEST_F(QmpSessionTest, BlockQueries)
     EXPECT_EQ(Str(d, "qdev"), "virtio-disk0");
     EXPECT_EQ(Str(d, "inserted.node-name"), "disk0");
     EXPECT_EQ(Str(d, "inserted.image.format"), "raw");
+    EXPECT_EQ(Str(d, "inserted.detect_zeroes"), "off");
     json_node_unref(n);
 }
 
@@ -440,6 +446,67 @@ TEST_F(QmpSessionTest, WriteFailureStopsTheSession)
     monitor_emit_event(mon, "STOP", nullptr); // no crash, nothing written
     write_result = 0;
     EXPECT_EQ(out, "");
+}
+
+// qmp_capabilities with an argument other than "enable": QEMU's error, and
+// the session is still waiting for a good qmp_capabilities.
+TEST_F(QmpSessionTest, CapabilitiesWithAnUnknownArgumentIsRefused)
+{
+    ExpectError("{\"execute\":\"qmp_capabilities\",\"arguments\":"
+                "{\"enable\":[],\"foo\":1}}",
+                "GenericError", "Parameter 'foo' is unexpected");
+    Negotiate();
+}
+
+// query-name gives the -name it was started with.
+TEST_F(QmpSessionTest, QueryNameGivesTheName)
+{
+    Negotiate();
+    vm.name = "guest-7";
+    EXPECT_EQ(Cmd("{\"execute\":\"query-name\"}"),
+              "{\"return\":{\"name\":\"guest-7\"}}");
+}
+
+// qom-list: every entry has its name and its type, as in QEMU.
+TEST_F(QmpSessionTest, QomListNamesAndTypesEveryEntry)
+{
+    Negotiate();
+    EXPECT_EQ(Cmd("{\"execute\":\"object-add\",\"arguments\":{\"qom-type\":"
+                  "\"iothread\",\"id\":\"io1\"}}"), "{\"return\":{}}");
+    EXPECT_EQ(Cmd("{\"execute\":\"qom-list\",\"arguments\":{\"path\":"
+                  "\"/objects\"}}"),
+              "{\"return\":[{\"name\":\"type\",\"type\":\"string\"},"
+              "{\"name\":\"io1\",\"type\":\"child<iothread>\"}]}");
+    Feed("{\"execute\":\"qom-list\",\"arguments\":{\"path\":"
+         "\"/objects/io1\"}}");
+    JsonNode *n = Next();
+    ASSERT_TRUE(n);
+    JsonArray *a = json_node_get_array(Member(n, "return"));
+    std::set<std::string> names;
+    for (guint i = 0; i < json_array_get_length(a); i++) {
+        JsonNode *e = json_array_get_element(a, i);
+        EXPECT_NE(Str(e, "type"), "") << i;
+        names.insert(Str(e, "name"));
+    }
+    EXPECT_EQ(names.size(), json_array_get_length(a)) << "distinct names";
+    EXPECT_TRUE(names.count("type"));
+    EXPECT_TRUE(names.count("poll-max-ns"));
+    EXPECT_TRUE(names.count("poll-grow"));
+    EXPECT_TRUE(names.count("poll-shrink"));
+    json_node_unref(n);
+}
+
+// \u0000 is refused, but its neighbours \u0001..\u000f are ordinary
+// characters (only the complete escape decides).
+TEST_F(QmpSessionTest, EscapesNextToNulAreAccepted)
+{
+    Negotiate();
+    Feed("{\"execute\":\"query-name\",\"id\":\"\\u0001\\u000f\\u0010\"}");
+    JsonNode *n = Next();
+    ASSERT_TRUE(n);
+    EXPECT_EQ(Str(n, "id"), std::string("\x01\x0f\x10"));
+    EXPECT_TRUE(Member(n, "return"));
+    json_node_unref(n);
 }
 
 TEST(QmpAddr, OptionStrings)
@@ -495,6 +562,19 @@ TEST(QmpAddr, OptionStrings)
     g_free(a);
     g_free(id);
     id = nullptr;
+    // A -chardev the server checks refuse: no address, an error, no id.
+    id = nullptr;
+    EXPECT_FALSE(monitor_parse_chardev("socket,id=m2,path=/tmp/m.sock,"
+                                       "server=on", &id, &err));
+    ASSERT_TRUE(err);
+    EXPECT_TRUE(strstr(err->message, "wait=off")) << err->message;
+    EXPECT_EQ(id, nullptr);
+    g_clear_error(&err);
+    EXPECT_FALSE(monitor_parse_chardev("socket,id=m2,path=/tmp/m.sock,"
+                                       "server=on,wait=off,foo=1", &id, &err));
+    EXPECT_TRUE(err && strstr(err->message, "'foo'"));
+    EXPECT_EQ(id, nullptr);
+    g_clear_error(&err);
     a = monitor_parse_mon("chardev=mon0,mode=control,pretty=on", &err);
     EXPECT_STREQ(a, "mon0");
     g_free(a);

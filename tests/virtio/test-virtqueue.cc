@@ -602,6 +602,7 @@ TEST(VringNeedEvent, Arithmetic)
 TEST_F(VirtqueueTest, SetNotificationFlagAndRecheck)
 {
     Start();
+    EXPECT_TRUE(virtqueue_get_notification(R().vq)) << "on after start";
     virtqueue_set_notification(R().vq, false);
     EXPECT_EQ(R().UsedFlags() & VRING_USED_F_NO_NOTIFY, VRING_USED_F_NO_NOTIFY);
     EXPECT_FALSE(virtqueue_get_notification(R().vq));
@@ -609,6 +610,7 @@ TEST_F(VirtqueueTest, SetNotificationFlagAndRecheck)
     R().AddChain({{g.alloc(8), 8, true}});
     EXPECT_TRUE(virtqueue_set_notification(R().vq, true));
     EXPECT_EQ(R().UsedFlags() & VRING_USED_F_NO_NOTIFY, 0);
+    EXPECT_TRUE(virtqueue_get_notification(R().vq));
     // The guest did not kick for it: the caller processes it (aio_poll's
     // last io_poll after poll_notify(false) does; here the test does).
     EXPECT_FALSE(KickBreaks());
@@ -836,6 +838,61 @@ TEST_F(VirtqueueTest, PopFromForeignThreadAsserts)
         },
         "");
 }
+// Push and detach check their thread like pop does (a device that completes
+// from the wrong thread would race the queue's home context).
+TEST_F(VirtqueueTest, PushFromForeignThreadAsserts)
+{
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    Start();
+    R().AddChain({{g.alloc(8), 8, true}});
+    VirtQueueElement *e = virtqueue_pop(R().vq);
+    ASSERT_NE(e, nullptr);
+    EXPECT_DEATH(
+        {
+            std::thread t([&] { virtqueue_push(R().vq, e, 8); });
+            t.join();
+        },
+        "");
+    virtqueue_push(R().vq, e, 8);
+    virtqueue_flush(R().vq);
+    EXPECT_EQ(R().UsedIdx(), 1);
+    event_notifier_test_and_clear(virtqueue_get_host_notifier(R().vq));
+}
+
+TEST_F(VirtqueueTest, DetachFromForeignThreadAsserts)
+{
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    Start();
+    R().AddChain({{g.alloc(8), 8, true}});
+    VirtQueueElement *e = virtqueue_pop(R().vq);
+    ASSERT_NE(e, nullptr);
+    EXPECT_DEATH(
+        {
+            std::thread t([&] { virtqueue_detach_element(R().vq, e); });
+            t.join();
+        },
+        "");
+    virtqueue_detach_element(R().vq, e);
+    EXPECT_EQ(virtqueue_in_flight(R().vq), 0u);
+    event_notifier_test_and_clear(virtqueue_get_host_notifier(R().vq));
+}
+
 #endif
+
+// An empty guest memory (no RAM registered yet) translates nothing: the
+// search must not look at a first range that is not there (ASan).
+TEST(GuestMemory, EmptyTableTranslatesNothing)
+{
+    shardvm_rcu_init();
+    GuestMemory *gm = guest_memory_new(nullptr, 0);
+    ASSERT_NE(gm, nullptr);
+    rcu_read_lock();
+    for (uint64_t gpa : {uint64_t(0), uint64_t(0x1000), uint64_t(0x100000), uint64_t(UINT64_MAX - 16)}) {
+        EXPECT_EQ(guest_memory_translate(gm, gpa, 8), nullptr) << gpa;
+    }
+    rcu_read_unlock();
+    guest_memory_free(gm);
+    shardvm_rcu_drain();
+}
 
 }  // namespace
