@@ -2,7 +2,8 @@
 // (docs/reliability.md):
 //
 //  - SIGTERM while the guest writes (mode=journal, qd=4): shardvm exits 0
-//    and the image holds every write the guest printed as complete;
+//    and the image (from the host and on a second boot) holds every write
+//    the guest printed as complete;
 //  - SIGKILL at random points of the same writer, then a second boot of
 //    the guest (mode=journal-check) and the host find every write that
 //    completed before the last completed FLUSH (the host also checks every
@@ -14,8 +15,8 @@
 // Needs /dev/kvm (SHARDVM_REQUIRE_KVM(); scripts/kvm-in-tcg provides one).
 // Nested in TCG the guest does ~50 IOPS: every run is a few hundred
 // writes at most.  SHARDVM_KILL_POINTS (default 3) sets how many kills per
-// cache mode, SHARDVM_KILL_SEED the random seed (default: the time; the
-// seed is printed).
+// cache mode, SHARDVM_TERM_POINTS (default 2) how many SIGTERMs,
+// SHARDVM_KILL_SEED the random seed (default: the time; it is printed).
 #include "vblk-harness.h"
 
 #include "../guest/blk-journal-host.h"
@@ -65,36 +66,59 @@ protected:
     }
 };
 
-// SIGTERM after the guest reported >= 16 completed writes (4 "J w="
-// lines): exit status 0 and every reported write is in the image.
+// SIGTERM at SHARDVM_TERM_POINTS random points (default 2; after 1-6
+// "J w=" lines plus 0-400 ms): exit status 0, every write the guest
+// reported complete is in the image (host check), and a second boot of the
+// guest checks the same prefix.
 TEST_P(VblkJournal, SigtermKeepsEveryWriteTheGuestSawComplete)
 {
-    const unsigned seed = 81;
-    const size_t after = EnvUnsigned("SHARDVM_SIGTERM_AFTER", 4);
-    std::string img = Image(std::string("term-") + GetParam().name + ".img", 1 << 20,
-                            GetParam().direct);
-    Vm vm;
-    ASSERT_TRUE(vm.Start(Args(Writer(seed), Device(img), true)));
-    ASSERT_TRUE(vm.WaitOutput([&](const std::string &o) {
-        return blk_journal::CountRecords(o, "w") >= after;
-    }, 2 * kBootTimeoutS)) << vm.output();
-    ASSERT_TRUE(vm.Signal(SIGTERM));
-    EXPECT_EQ(vm.Finish(120), 0) << vm.output();
-    EXPECT_FALSE(vm.timed_out());
-    EXPECT_NE(vm.output().find("terminating on signal 15"), std::string::npos) << vm.output();
+    const unsigned points = EnvUnsigned("SHARDVM_TERM_POINTS", 2);
+    unsigned rng = EnvUnsigned("SHARDVM_KILL_SEED", (unsigned)time(nullptr));
+    printf("SHARDVM_KILL_SEED=%u SHARDVM_TERM_POINTS=%u\n", rng, points);
+    RecordProperty("kill_seed", (int)rng);
 
-    uint64_t done = blk_journal::LastRecord(vm.output(), "w");
-    uint64_t flushed = blk_journal::LastRecord(vm.output(), "f");
-    EXPECT_GE(done, after * 4);
-    blk_journal::Check c = blk_journal::CheckImage(img, kJournalBlocks, kJournalBs, seed,
-                                                   done);
-    ASSERT_TRUE(c.readable);
-    EXPECT_EQ(c.bad, 0u) << c.first_bad << "\n" << vm.output();
-    printf("SIGTERM %s: completed prefix %lu (flushed %lu), %lu sectors newer\n",
-           GetParam().name, (unsigned long)done, (unsigned long)flushed,
-           (unsigned long)c.ahead);
-    RecordProperty("done", (int)done);
-    RecordProperty("flushed", (int)flushed);
+    for (unsigned k = 0; k < points; k++) {
+        SCOPED_TRACE("SIGTERM point " + std::to_string(k));
+        const unsigned seed = 80 + k;
+        const size_t after = 1 + rand_r(&rng) % 6;
+        const int extra_ms = rand_r(&rng) % 400;
+        std::string img = Image(std::string("term-") + GetParam().name + "-" +
+                                std::to_string(k) + ".img", 1 << 20, GetParam().direct);
+        std::vector<std::string> dev = Device(img);
+        uint64_t done, flushed;
+        {
+            Vm vm;
+            ASSERT_TRUE(vm.Start(Args(Writer(seed), dev, true)));
+            ASSERT_TRUE(vm.WaitOutput([&](const std::string &o) {
+                return blk_journal::CountRecords(o, "w") >= after;
+            }, 2 * kBootTimeoutS)) << vm.output();
+            for (double end = NowS() + extra_ms / 1000.0; NowS() < end;) {
+                vm.Pump(10);
+            }
+            ASSERT_TRUE(vm.Signal(SIGTERM));
+            EXPECT_EQ(vm.Finish(120), 0) << vm.output();
+            EXPECT_FALSE(vm.timed_out());
+            EXPECT_NE(vm.output().find("terminating on signal 15"), std::string::npos)
+                << vm.output();
+            done = blk_journal::LastRecord(vm.output(), "w");
+            flushed = blk_journal::LastRecord(vm.output(), "f");
+        }
+        EXPECT_GE(done, after * 4);
+        blk_journal::Check c = blk_journal::CheckImage(img, kJournalBlocks, kJournalBs,
+                                                       seed, done);
+        ASSERT_TRUE(c.readable);
+        EXPECT_EQ(c.bad, 0u) << "completed prefix " << done << ": " << c.first_bad;
+
+        QemuRun r = Boot("mode=journal-check count=" + std::to_string(kJournalBlocks) +
+                         " done=" + std::to_string(done) + " seed=" + std::to_string(seed),
+                         dev);
+        auto kv = Result(r.output, "journal-check");
+        EXPECT_EQ(kv["reads"], std::to_string(kJournalBlocks)) << r.output;
+        printf("SIGTERM %s point %u: after %zu records + %d ms: completed %lu "
+               "(flushed %lu), %lu sectors newer; second boot: mismatches=%s\n",
+               GetParam().name, k, after, extra_ms, (unsigned long)done,
+               (unsigned long)flushed, (unsigned long)c.ahead, kv["mismatches"].c_str());
+    }
 }
 
 // SIGKILL at SHARDVM_KILL_POINTS random points (after 1-6 "J w=" lines
