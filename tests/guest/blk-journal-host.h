@@ -6,6 +6,7 @@
 #define SHARDVM_TESTS_BLK_JOURNAL_HOST_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <fstream>
@@ -42,12 +43,13 @@ inline uint64_t Expect(uint64_t block, uint64_t count, uint64_t done)
     return done > block ? (done - 1 - block) / count + 1 : 0;
 }
 
-// The number in the last whole "J @kind=N" line of @out (kind "w" or "f"),
-// or 0 when there is none.  A line cut short (no '\n') is not counted.
-inline uint64_t LastRecord(const std::string &out, const std::string &kind)
+// The whole lines of @out that read exactly "J @kind=N" ('\r' dropped): a
+// line cut short (no '\n'), or one the VMM's own stderr message ran into
+// (the guest stopped mid-line), does not count.
+inline std::vector<uint64_t> Records(const std::string &out, const std::string &kind)
 {
     std::string want = "J " + kind + "=";
-    uint64_t n = 0;
+    std::vector<uint64_t> v;
     size_t at = 0, nl;
     while ((nl = out.find('\n', at)) != std::string::npos) {
         std::string l = out.substr(at, nl - at);
@@ -55,27 +57,25 @@ inline uint64_t LastRecord(const std::string &out, const std::string &kind)
         if (!l.empty() && l.back() == '\r') {
             l.pop_back();
         }
-        if (l.compare(0, want.size(), want) == 0) {
-            n = strtoull(l.c_str() + want.size(), nullptr, 10);
+        if (l.size() > want.size() && l.compare(0, want.size(), want) == 0 &&
+            l.find_first_not_of("0123456789", want.size()) == std::string::npos) {
+            v.push_back(strtoull(l.c_str() + want.size(), nullptr, 10));
         }
     }
-    return n;
+    return v;
 }
 
-// How many "J @kind=" whole lines @out holds.
+// The number of the last "J @kind=N" record in @out, 0 when there is none.
+inline uint64_t LastRecord(const std::string &out, const std::string &kind)
+{
+    std::vector<uint64_t> v = Records(out, kind);
+    return v.empty() ? 0 : v.back();
+}
+
+// How many "J @kind=N" records @out holds.
 inline size_t CountRecords(const std::string &out, const std::string &kind)
 {
-    std::string want = "\nJ " + kind + "=";
-    size_t n = 0, at = 0;
-    std::string o = "\n" + out;
-    while ((at = o.find(want, at)) != std::string::npos) {
-        if (o.find('\n', at + 1) == std::string::npos) {
-            break;
-        }
-        n++;
-        at++;
-    }
-    return n;
+    return Records(out, kind).size();
 }
 
 // Result of checking an image against a completed prefix.

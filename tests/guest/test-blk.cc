@@ -273,6 +273,10 @@ TEST_F(GuestBlk, JournalRecordsCompletionsAndCheckReadsThem)
     EXPECT_EQ(blk_journal::LastRecord(r.output, "f"), 192u) << r.output;
     EXPECT_EQ(blk_journal::CountRecords(r.output, "f"), 12u) << r.output;
     EXPECT_GE(blk_journal::CountRecords(r.output, "w"), 12u) << r.output;
+    // A record the VMM's stderr ran into (guest stopped mid-line) is no record.
+    EXPECT_EQ(blk_journal::LastRecord("J f=8\nJ f=1shardvm: terminating on signal 15\n",
+                                      "f"), 8u);
+    EXPECT_EQ(blk_journal::CountRecords("J w=4\r\nJ w=8\nJ w=12", "w"), 2u);
     blk_journal::Check c = blk_journal::CheckImage(img, 16, 4096, 5, 200);
     EXPECT_TRUE(c.readable);
     EXPECT_EQ(c.bad, 0u) << c.first_bad;

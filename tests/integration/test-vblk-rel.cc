@@ -76,6 +76,7 @@ TEST_P(VblkJournal, SigtermKeepsEveryWriteTheGuestSawComplete)
     unsigned rng = EnvUnsigned("SHARDVM_KILL_SEED", (unsigned)time(nullptr));
     printf("SHARDVM_KILL_SEED=%u SHARDVM_TERM_POINTS=%u\n", rng, points);
     RecordProperty("kill_seed", (int)rng);
+    fflush(stdout);
 
     for (unsigned k = 0; k < points; k++) {
         SCOPED_TRACE("SIGTERM point " + std::to_string(k));
@@ -118,6 +119,7 @@ TEST_P(VblkJournal, SigtermKeepsEveryWriteTheGuestSawComplete)
                "(flushed %lu), %lu sectors newer; second boot: mismatches=%s\n",
                GetParam().name, k, after, extra_ms, (unsigned long)done,
                (unsigned long)flushed, (unsigned long)c.ahead, kv["mismatches"].c_str());
+        fflush(stdout);
     }
 }
 
@@ -130,6 +132,7 @@ TEST_P(VblkJournal, SigkillThenSecondBootFindsEveryFlushedWrite)
     unsigned rng = EnvUnsigned("SHARDVM_KILL_SEED", (unsigned)time(nullptr));
     printf("SHARDVM_KILL_SEED=%u SHARDVM_KILL_POINTS=%u\n", rng, kills);
     RecordProperty("kill_seed", (int)rng);
+    fflush(stdout);
 
     for (unsigned k = 0; k < kills; k++) {
         SCOPED_TRACE("kill point " + std::to_string(k));
@@ -175,6 +178,7 @@ TEST_P(VblkJournal, SigkillThenSecondBootFindsEveryFlushedWrite)
                "mismatches=%s\n", GetParam().name, k, after, extra_ms,
                (unsigned long)done, (unsigned long)flushed, (unsigned long)cd.ahead,
                kv["mismatches"].c_str());
+        fflush(stdout);
     }
 }
 
