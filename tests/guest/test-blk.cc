@@ -348,7 +348,10 @@ TEST_F(GuestBlk, MalformedParametersAreRefused)
         { "mode=randread bs=1000", "BLK error: bs=1000 (want a multiple of 512)" },
         { "mode=randread qd=abc", "BLK error: qd=abc (want a number from 1 to 341)" },
         { "mode=scribble", "BLK error: mode=scribble (want randread, randwrite, rw, flush, "
-                           "verify or verify-read)" },
+                           "verify, verify-read, journal or journal-check)" },
+        { "mode=journal count=2 qd=4", "BLK error: mode=journal needs qd=4 <= count=2" },
+        { "mode=journal queues=1",
+          "BLK error: mode=journal runs on one queue and takes count= (blocks)" },
         { "mode=randread count=4 seconds=1", "BLK error: give seconds= or count=, not both" },
         { "mode=verify count=100", "BLK error: count=100 but the disk has 64 blocks of 4096 bytes" },
     };
