@@ -3,6 +3,9 @@
  *
  *   mode=randread|randwrite|rw|flush|verify|verify-read  bs=4096 qd=1
  *   (mode=hostile case=N: misbehaving-driver cases, blk-hostile.c)
+ *   (mode=journal count=N writes=N flush_every=N report=N: generation-
+ *    stamped writes with completion records "J w=DONE" / "J f=DONE";
+ *    mode=journal-check count=N done=DONE reads them back, blk-journal.h)
  *   seconds=N | count=N  queues=N  disk=N  seed=N  rwmix=50  flush_every=2
  *
  * Each queue is driven by its own vCPU (queue i by vCPU i), polling.  One
@@ -18,6 +21,7 @@
  */
 #include "bench.h"
 #include "blk-hostile.h"
+#include "blk-journal.h"
 #include "guest.h"
 #include "mem.h"
 #include "virtio-blk.h"
@@ -32,10 +36,14 @@
 #define HIST_SUB            (1u << HIST_SUB_BITS)
 #define HIST_N              (HIST_SUB + (64 - HIST_SUB_BITS) * HIST_SUB)
 
-enum blk_mode { M_RANDREAD, M_RANDWRITE, M_RW, M_FLUSH, M_VERIFY, M_VERIFY_READ };
+enum blk_mode {
+    M_RANDREAD, M_RANDWRITE, M_RW, M_FLUSH, M_VERIFY, M_VERIFY_READ, M_JOURNAL,
+    M_JOURNAL_CHECK,
+};
 
 static const char *const blk_mode_names[] = {
-    "randread", "randwrite", "rw", "flush", "verify", "verify-read",
+    "randread", "randwrite", "rw", "flush", "verify", "verify-read", "journal",
+    "journal-check",
 };
 
 struct blk_params {
@@ -43,6 +51,9 @@ struct blk_params {
     uint32_t bs;
     unsigned qd, queues, disk, rwmix, flush_every;
     uint64_t seconds, count, seed;
+    uint64_t writes;                /* journal: writes to issue, 0 = until stopped */
+    uint64_t done;                  /* journal-check: the completed prefix to check */
+    uint64_t report;                /* journal: a "J w=" line every N completions */
     uint64_t blocks;                /* bs-sized blocks on the disk */
 };
 
@@ -126,6 +137,31 @@ static uint64_t check_block(const uint64_t *buf, uint64_t lba, unsigned sectors,
     return bad;
 }
 
+/*
+ * journal-check: mismatched sectors of block @block, which must hold at
+ * least the generation writes 0 .. done-1 gave it (blk-journal.h).
+ */
+static uint64_t check_journal_block(const uint64_t *buf, uint64_t block)
+{
+    uint64_t want = blk_journal_expect(block, P.count, P.done), bad = 0, got;
+    unsigned sectors = P.bs / 512;
+
+    for (unsigned s = 0; s < sectors; s++) {
+        uint64_t lba = block * sectors + s;
+
+        if (!blk_journal_sector_ok(buf + s * 64, lba, P.seed, want, &got)) {
+            if (__atomic_fetch_add(&mismatch_lines, 1, __ATOMIC_RELAXED) <
+                BLK_MISMATCH_LINES) {
+                con_printf("BLK mismatch lba=%lu gen=%lu want_gen>=%lu word0=0x%lx\n",
+                           (unsigned long)lba, (unsigned long)got, (unsigned long)want,
+                           (unsigned long)buf[s * 64]);
+            }
+            bad++;
+        }
+    }
+    return bad;
+}
+
 static unsigned hist_index(uint64_t v)
 {
     unsigned e;
@@ -192,7 +228,10 @@ static void blk_finish(struct blk_worker *w, unsigned slot, uint8_t status, uint
     w->bytes += P.bs;
     if (type == VIRTIO_BLK_T_IN) {
         w->reads++;
-        if (check) {
+        if (check && P.mode == M_JOURNAL_CHECK) {
+            w->mismatches += check_journal_block(vblk_data(w->q, slot),
+                                                 w->slot_block[slot]);
+        } else if (check) {
             w->mismatches += check_block(vblk_data(w->q, slot),
                                          w->slot_block[slot] * (P.bs / 512),
                                          P.bs / 512, P.seed);
@@ -272,6 +311,106 @@ static void blk_pass(struct blk_worker *w, uint64_t n, uint64_t deadline, int se
     }
 }
 
+/*
+ * mode=journal on queue @w (queue 0 only): write i goes to block i % count
+ * with generation i / count + 1, at most qd in flight and never two on the
+ * same block (i < done + count).  "done" is the completed prefix: every
+ * write below it has completed OK.  Every flush_every writes the queue
+ * drains and a FLUSH goes out; once it completes OK, "J f=DONE" says that
+ * writes 0 .. DONE-1 are durable.  "J w=DONE" lines report the prefix
+ * every P.report completions.  A failed request stops the run.
+ */
+static void blk_journal_pass(struct blk_worker *w)
+{
+    struct vblk_queue *q = w->q;
+    unsigned nfree = q->qd, inflight = 0, slot;
+    uint64_t issued = 0, done = 0, reported = 0, flushed_at = 0;
+    uint8_t *ok = mem_alloc(P.count, 64), status;
+    bool stop = false, flushing = false;
+
+    if (!ok) {
+        con_printf("BLK error: out of memory for the journal\n");
+        w->errors++;
+        return;
+    }
+    memset(ok, 0, P.count);
+    for (unsigned s = 0; s < q->qd; s++) {
+        w->free_slots[s] = s;
+    }
+    while (!w->broken) {
+        bool more = !stop && (!P.writes || issued < P.writes);
+        bool flush_due = P.flush_every && issued && issued % P.flush_every == 0 &&
+                         flushed_at != issued;
+
+        if (more && flush_due && !flushing && done == issued && nfree) {
+            slot = w->free_slots[--nfree];
+            w->slot_type[slot] = VIRTIO_BLK_T_FLUSH;
+            w->slot_block[slot] = done;
+            w->t_submit[slot] = tsc_read();
+            vblk_submit(q, slot, VIRTIO_BLK_T_FLUSH, 0);
+            inflight++;
+            flushing = true;
+        }
+        while (more && !flush_due && nfree && issued - done < P.count &&
+               (!P.writes || issued < P.writes)) {
+            uint64_t block = issued % P.count, lba = block * (P.bs / 512);
+
+            slot = w->free_slots[--nfree];
+            blk_journal_stamp(vblk_data(q, slot), lba, P.bs / 512, P.seed,
+                              issued / P.count + 1);
+            w->slot_type[slot] = VIRTIO_BLK_T_OUT;
+            w->slot_block[slot] = issued;
+            w->t_submit[slot] = tsc_read();
+            vblk_submit(q, slot, VIRTIO_BLK_T_OUT, lba);
+            inflight++;
+            issued++;
+            flush_due = P.flush_every && issued % P.flush_every == 0;
+        }
+        vblk_kick(q);
+        if (!inflight) {
+            break;
+        }
+        while (!vblk_complete(q, &slot, &status)) {
+            cpu_relax();
+        }
+        do {
+            if (slot == ~0u) {
+                con_printf("BLK error: queue %u returned a used id that names no request\n",
+                           q->vq.index);
+                w->broken = true;
+                w->errors++;
+                break;
+            }
+            blk_finish(w, slot, status, tsc_read(), false);
+            if (w->slot_type[slot] == VIRTIO_BLK_T_FLUSH) {
+                flushing = false;
+                flushed_at = w->slot_block[slot];
+            }
+            if (status != VIRTIO_BLK_S_OK) {
+                stop = true;
+            } else if (w->slot_type[slot] == VIRTIO_BLK_T_FLUSH) {
+                con_printf("J f=%lu\n", (unsigned long)flushed_at);
+                reported = flushed_at;
+            } else {
+                ok[w->slot_block[slot] % P.count] = 1;
+            }
+            w->free_slots[nfree++] = slot;
+            inflight--;
+        } while (vblk_complete(q, &slot, &status));
+        while (done < issued && ok[done % P.count]) {
+            ok[done % P.count] = 0;
+            done++;
+        }
+        if (done - reported >= P.report) {
+            con_printf("J w=%lu\n", (unsigned long)done);
+            reported = done;
+        }
+    }
+    if (done != reported) {
+        con_printf("J w=%lu\n", (unsigned long)done);
+    }
+}
+
 static void blk_worker_fn(unsigned cpu, void *arg)
 {
     struct blk_worker *w;
@@ -282,6 +421,12 @@ static void blk_worker_fn(unsigned cpu, void *arg)
     }
     w = &W[cpu];
     switch (P.mode) {
+    case M_JOURNAL:
+        blk_journal_pass(w);
+        break;
+    case M_JOURNAL_CHECK:
+        blk_pass(w, P.count, 0, VIRTIO_BLK_T_IN, 0, 1);
+        break;
     case M_VERIFY:
     case M_VERIFY_READ:
         /* Queue i owns blocks i, i + queues, ... below count. */
@@ -333,8 +478,8 @@ static bool blk_parse(void)
         }
     }
     if (i == sizeof(blk_mode_names) / sizeof(blk_mode_names[0])) {
-        con_printf("BLK error: mode=%s (want randread, randwrite, rw, flush, verify "
-                   "or verify-read)\n", mode);
+        con_printf("BLK error: mode=%s (want randread, randwrite, rw, flush, verify, "
+                   "verify-read, journal or journal-check)\n", mode);
         return false;
     }
     P.mode = (enum blk_mode)i;
@@ -362,10 +507,16 @@ static bool blk_parse(void)
         return false;
     }
     P.rwmix = (unsigned)v;
-    if (!blk_param("flush_every", 2, 1, 1000000, &v)) {
+    if (!blk_param("flush_every", P.mode == M_JOURNAL ? 16 : 2,
+                   P.mode == M_JOURNAL ? 0 : 1, 1000000, &v)) {
         return false;
     }
     P.flush_every = (unsigned)v;
+    if (!blk_param("writes", 0, 0, 1ull << 40, &P.writes) ||
+        !blk_param("done", 0, 0, ~0ull >> 1, &P.done) ||
+        !blk_param("report", 8, 1, 1ull << 40, &P.report)) {
+        return false;
+    }
     if (!blk_param("seed", 1, 0, ~0ull, &P.seed) ||
         !blk_param("seconds", 5, 1, 1000000, &P.seconds) ||
         !blk_param("count", 0, 1, 1ull << 40, &P.count)) {
@@ -374,6 +525,14 @@ static bool blk_parse(void)
     if (cmdline_has("seconds") && cmdline_has("count")) {
         con_printf("BLK error: give seconds= or count=, not both\n");
         return false;
+    }
+    if (P.mode >= M_JOURNAL && (cmdline_has("seconds") || cmdline_has("queues"))) {
+        con_printf("BLK error: mode=%s runs on one queue and takes count= (blocks)\n",
+                   mode);
+        return false;
+    }
+    if (P.mode >= M_JOURNAL) {
+        P.queues = 1;
     }
     if ((P.mode == M_VERIFY || P.mode == M_VERIFY_READ) && cmdline_has("seconds")) {
         con_printf("BLK error: mode=%s takes count= (blocks), not seconds=\n", mode);
@@ -396,7 +555,15 @@ static bool blk_check_disk(void)
                    (unsigned long)B.capacity, P.bs);
         return false;
     }
-    if (P.mode == M_VERIFY || P.mode == M_VERIFY_READ) {
+    if (P.mode == M_JOURNAL && !P.count) {
+        P.count = P.blocks < 16 ? P.blocks : 16;
+    }
+    if (P.mode == M_JOURNAL && P.qd > P.count) {
+        con_printf("BLK error: mode=journal needs qd=%u <= count=%lu\n", P.qd,
+                   (unsigned long)P.count);
+        return false;
+    }
+    if (P.mode == M_VERIFY || P.mode == M_VERIFY_READ || P.mode >= M_JOURNAL) {
         if (!P.count) {
             P.count = P.blocks < 256 ? P.blocks : 256;
         }
@@ -411,9 +578,10 @@ static bool blk_check_disk(void)
                    blk_mode_names[P.mode]);
         return false;
     }
-    if (P.mode == M_FLUSH && !B.flush) {
-        con_printf("BLK error: mode=flush but the device does not offer "
-                   "VIRTIO_BLK_F_FLUSH (cache=writethrough?)\n");
+    if ((P.mode == M_FLUSH || (P.mode == M_JOURNAL && P.flush_every)) && !B.flush) {
+        con_printf("BLK error: mode=%s flushes but the device does not offer "
+                   "VIRTIO_BLK_F_FLUSH (cache=writethrough? flush_every=0 for none)\n",
+                   blk_mode_names[P.mode]);
         return false;
     }
     return true;

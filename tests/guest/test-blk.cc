@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "blk-journal-host.h"
 #include "qemu-run.h"
 
 namespace {
@@ -254,6 +255,53 @@ TEST_F(GuestBlk, FlushModeAlternatesWritesAndFlushes)
 }
 
 // disk=1 drives the second device only; the first image stays zero.
+// mode=journal (docs/guest.md): 200 generation-stamped writes over 16
+// blocks at qd=4 with a FLUSH every 16 writes; the records say all 200
+// completed and 192 were flushed; the host finds generation 13 or 12 in
+// exactly the blocks the sequence says; journal-check on a second boot
+// agrees, and reports every sector for a prefix the run never reached.
+TEST_F(GuestBlk, JournalRecordsCompletionsAndCheckReadsThem)
+{
+    std::string img = image("journal.img", 1 << 20);
+    QemuRun r = boot("mode=journal count=16 writes=200 qd=4 seed=5", disks({ img }));
+    EXPECT_EQ(r.exit_status, 1) << r.output;
+    auto kv = result(r, "journal");
+    EXPECT_EQ(kv["errors"], "0");
+    EXPECT_EQ(kv["writes"], "200");
+    EXPECT_EQ(kv["flushes"], "12");
+    EXPECT_EQ(blk_journal::LastRecord(r.output, "w"), 200u) << r.output;
+    EXPECT_EQ(blk_journal::LastRecord(r.output, "f"), 192u) << r.output;
+    EXPECT_EQ(blk_journal::CountRecords(r.output, "f"), 12u) << r.output;
+    EXPECT_GE(blk_journal::CountRecords(r.output, "w"), 12u) << r.output;
+    // A record the VMM's stderr ran into (guest stopped mid-line) is no record.
+    EXPECT_EQ(blk_journal::LastRecord("J f=8\nJ f=1shardvm: terminating on signal 15\n",
+                                      "f"), 8u);
+    EXPECT_EQ(blk_journal::CountRecords("J w=4\r\nJ w=8\nJ w=12", "w"), 2u);
+    blk_journal::Check c = blk_journal::CheckImage(img, 16, 4096, 5, 200);
+    EXPECT_TRUE(c.readable);
+    EXPECT_EQ(c.bad, 0u) << c.first_bad;
+    EXPECT_EQ(c.ahead, 0u);
+    // Blocks 0-7 got writes 192-199 (generation 13), 8-15 got 184-191 (12).
+    EXPECT_EQ(blk_journal::Expect(0, 16, 200), 13u);
+    EXPECT_EQ(blk_journal::Expect(15, 16, 200), 12u);
+    c = blk_journal::CheckImage(img, 16, 4096, 5, 192);
+    EXPECT_EQ(c.bad, 0u) << c.first_bad;
+    EXPECT_EQ(c.ahead, 8u * 8);
+
+    r = boot("mode=journal-check count=16 done=200 seed=5", disks({ img }));
+    EXPECT_EQ(r.exit_status, 1) << r.output;
+    kv = result(r, "journal-check");
+    EXPECT_EQ(kv["mismatches"], "0");
+    EXPECT_EQ(kv["reads"], "16");
+    EXPECT_EQ(kv["writes"], "0");
+
+    // Writes 200-215 never happened: every sector is one generation short.
+    r = boot("mode=journal-check count=16 done=216 seed=5", disks({ img }));
+    EXPECT_EQ(r.exit_status, 3) << r.output;
+    EXPECT_EQ(result(r, "journal-check")["mismatches"], "128");
+    EXPECT_NE(r.line_starting("BLK mismatch lba=0 gen=13 want_gen>=14 "), "") << r.output;
+}
+
 TEST_F(GuestBlk, DiskOnePicksTheSecondDevice)
 {
     std::string a = image("a.img", 1 << 20), b = image("b.img", 512 << 10);
@@ -300,7 +348,10 @@ TEST_F(GuestBlk, MalformedParametersAreRefused)
         { "mode=randread bs=1000", "BLK error: bs=1000 (want a multiple of 512)" },
         { "mode=randread qd=abc", "BLK error: qd=abc (want a number from 1 to 341)" },
         { "mode=scribble", "BLK error: mode=scribble (want randread, randwrite, rw, flush, "
-                           "verify or verify-read)" },
+                           "verify, verify-read, journal or journal-check)" },
+        { "mode=journal count=2 qd=4", "BLK error: mode=journal needs qd=4 <= count=2" },
+        { "mode=journal queues=1",
+          "BLK error: mode=journal runs on one queue and takes count= (blocks)" },
         { "mode=randread count=4 seconds=1", "BLK error: give seconds= or count=, not both" },
         { "mode=verify count=100", "BLK error: count=100 but the disk has 64 blocks of 4096 bytes" },
     };
