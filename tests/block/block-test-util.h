@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <string>
 #include <unistd.h>
@@ -82,6 +83,20 @@ struct Image {
         close(fd);
     }
 };
+
+// Open descriptors of this process (a count, for leak checks).
+inline int OpenFds()
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    while (d && readdir(d)) {
+        n++;
+    }
+    if (d) {
+        closedir(d);
+    }
+    return n;
+}
 
 inline std::vector<uint8_t> Pattern(size_t len, unsigned seed)
 {

@@ -157,6 +157,52 @@ TEST_F(Blkdebug, EachIotypeAndErrno)
     }
 }
 
+// blk_set_write_cache() switches write-through at run time (what a
+// guest's CONFIG_WCE write does): with the cache off each write and
+// write-zeroes is followed by a flush, so a flush error fails it; back on,
+// writes do not flush (mutation audit, issue 14.6: backend.c's setter).
+TEST_F(Blkdebug, WriteCacheOffAddsAFlushToEachWrite)
+{
+    Open("inject-error.0.iotype=flush,inject-error.0.errno=28");
+    ASSERT_TRUE(blk_get_write_cache(node));
+    EXPECT_EQ(Do(W, 4), 0) << "write-back: no flush after the write";
+    blk_set_write_cache(node, false);
+    EXPECT_FALSE(blk_get_write_cache(node));
+    EXPECT_EQ(Do(W, 4), -ENOSPC) << "write-through: the flush after it failed";
+    EXPECT_EQ(Do(Z, 4), -ENOSPC) << "write-zeroes too";
+    EXPECT_EQ(Do(R, 4), 0) << "reads never flush";
+    blk_set_write_cache(node, true);
+    EXPECT_TRUE(blk_get_write_cache(node));
+    EXPECT_EQ(Do(W, 4), 0);
+}
+
+// The node under a blkdebug layer holds its own reference: dropping the
+// layer (blockdev-del e0) leaves the image open and usable (mutation
+// audit, issue 14.6: blk_open_blkdebug's blk_ref of the image).
+TEST_F(Blkdebug, ImageOutlivesTheLayerOverIt)
+{
+    Image img(1 << 20);
+    Open("inject-error.0.iotype=read",
+         "driver=file,node-name=base0,filename=" + img.path);
+    EXPECT_EQ(Do(W, 4), 0);
+    EXPECT_EQ(Do(R, 4), -EIO);
+    blk_queue_drain(q);
+    blk_queue_free(q);
+    q = nullptr;
+    blk_unref(node);
+    node = nullptr;
+    GError *err = nullptr;
+    q = blk_queue_new(base, ctx, &err);
+    ASSERT_NE(q, nullptr) << err->message;
+    std::fill(buf.begin(), buf.end(), 0);
+    EXPECT_EQ(Do(R, 4), 0) << "the image was closed with the layer";
+    EXPECT_EQ(buf[0], 0x5a);
+    EXPECT_EQ(buf[511], 0x5a);
+    std::fill(buf.begin(), buf.end(), 0x6b);
+    EXPECT_EQ(Do(W, 5), 0);
+    EXPECT_EQ(img.Read(5 * 512, 512), std::vector<uint8_t>(512, 0x6b));
+}
+
 TEST_F(Blkdebug, DefaultsFailEveryRequestWithEio)
 {
     Open("inject-error.0.errno=5");
@@ -485,6 +531,41 @@ TEST(BlockErrorPolicy, Actions)
               BLOCK_ERROR_ACTION_REPORT);
     EXPECT_STREQ(block_error_action_name(BLOCK_ERROR_ACTION_STOP), "stop");
     EXPECT_STREQ(block_error_policy_name(BLOCK_ERROR_POLICY_ENOSPC), "enospc");
+}
+
+// Every policy name parses to its value and prints back the same way;
+// "auto" only where allowed; anything else (a prefix, another case, an
+// out-of-range value) is refused or printed as "?" (mutation audit,
+// issue 14.6: error-policy.c's bounds and start index).
+TEST(BlockErrorPolicy, EveryNameRoundTripsAndNothingElseParses)
+{
+    const struct {
+        const char *name;
+        BlockErrorPolicy p;
+    } all[] = {
+        {"report", BLOCK_ERROR_POLICY_REPORT},
+        {"ignore", BLOCK_ERROR_POLICY_IGNORE},
+        {"enospc", BLOCK_ERROR_POLICY_ENOSPC},
+        {"stop", BLOCK_ERROR_POLICY_STOP},
+    };
+    for (const auto &e : all) {
+        for (bool allow_auto : {false, true}) {
+            BlockErrorPolicy p = BLOCK_ERROR_POLICY_AUTO;
+            ASSERT_EQ(block_error_policy_parse(e.name, allow_auto, &p), 0)
+                << e.name << " allow_auto=" << allow_auto;
+            EXPECT_EQ(p, e.p) << e.name;
+        }
+        EXPECT_STREQ(block_error_policy_name(e.p), e.name);
+    }
+    EXPECT_STREQ(block_error_policy_name(BLOCK_ERROR_POLICY_AUTO), "auto");
+    for (const char *bad : {"", "Stop", "stop ", "rep", "reports", "?"}) {
+        BlockErrorPolicy p = BLOCK_ERROR_POLICY_STOP;
+        EXPECT_EQ(block_error_policy_parse(bad, true, &p), -EINVAL) << bad;
+        EXPECT_EQ(p, BLOCK_ERROR_POLICY_STOP) << "untouched on failure";
+    }
+    EXPECT_STREQ(block_error_policy_name((BlockErrorPolicy)(BLOCK_ERROR_POLICY_STOP + 1)), "?");
+    EXPECT_STREQ(block_error_action_name(BLOCK_ERROR_ACTION_IGNORE), "ignore");
+    EXPECT_STREQ(block_error_action_name(BLOCK_ERROR_ACTION_REPORT), "report");
 }
 
 } // namespace

@@ -5,6 +5,7 @@
 #include "block-test-util.h"
 #include "shardvm/rcu.h"
 
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <tuple>
 
@@ -337,6 +338,69 @@ TEST_F(BlockIO, DiscardAndWriteZeroesReadBackZeroes)
     }
 }
 
+// Write-zeroes on a file system without FALLOC_FL_ZERO_RANGE (tmpfs): the
+// fallbacks.  may_unmap punches a hole (the space is freed); without it
+// zero buffers are written; under O_DIRECT an unaligned range goes through
+// a buffered descriptor of the same file, closed again.  (Mutation audit,
+// issue 14.6: on the build directory's ext4 none of this runs.)
+TEST_F(BlockIO, WriteZeroesFallbacksWithoutZeroRange)
+{
+    const char *dir = "/dev/shm";
+    {
+        Image probe(4096, dir);
+        int fd = open(probe.path.c_str(), O_RDWR);
+        ASSERT_GE(fd, 0);
+        int r = fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, 4096);
+        int err = errno;
+        close(fd);
+        if (r == 0 || err != EOPNOTSUPP) {
+            GTEST_SKIP() << dir << " has FALLOC_FL_ZERO_RANGE";
+        }
+    }
+    for (const char *cache : { "writeback", "none" }) {
+        const uint64_t K = 1024;
+        Image img(2048 * K, dir);
+        std::vector<uint8_t> pat = Pattern(2048 * K, 5);
+        img.Write(0, pat);
+        BlockOptions o = FileOptions(img.path, BLOCK_AIO_THREADS, cache);
+        o.discard = BLOCK_DISCARD_UNMAP;
+        BlockBackend *blk = Open(o);
+        if (!blk && !strcmp(cache, "none")) {
+            block_options_clear(&o);
+            continue; /* no O_DIRECT on tmpfs before Linux 6.6 */
+        }
+        ASSERT_NE(blk, nullptr) << cache;
+        BlockQueue *q = Queue(blk);
+        struct stat before, after;
+        ASSERT_EQ(stat(img.path.c_str(), &before), 0);
+        int fds = OpenFds();
+        struct Ret {
+            int v = 99;  // completions return exactly 0 or -errno
+            static void Cb(void *opaque, int ret) { static_cast<Ret *>(opaque)->v = ret; }
+        } r[3];
+        ASSERT_EQ(blk_queue_write_zeroes(q, 256 * K, 512 * K, true, Ret::Cb, &r[0]), 0);
+        ASSERT_EQ(blk_queue_write_zeroes(q, 1024 * K, 64 * K, false, Ret::Cb, &r[1]), 0);
+        // unaligned by one byte only (offset and length)
+        ASSERT_EQ(blk_queue_write_zeroes(q, 1536 * K + 1, 4097, false, Ret::Cb, &r[2]), 0);
+        blk_queue_drain(q);
+        for (int i = 0; i < 3; i++) {
+            EXPECT_EQ(r[i].v, 0) << cache << " request " << i;
+        }
+        EXPECT_EQ(OpenFds(), fds) << cache << ": a descriptor leaked";
+        ASSERT_EQ(stat(img.path.c_str(), &after), 0);
+        EXPECT_LE(after.st_blocks + 512 * K / 512, before.st_blocks)
+            << cache << ": may_unmap did not free the range";
+        std::vector<uint8_t> expect = pat;
+        memset(&expect[256 * K], 0, 512 * K);
+        memset(&expect[1024 * K], 0, 64 * K);
+        memset(&expect[1536 * K + 1], 0, 4097);
+        EXPECT_TRUE(img.Read(0, 2048 * K) == expect) << cache;
+        blk_queue_free(q);
+        blk_unref(blk);
+        block_options_clear(&o);
+    }
+}
+
 TEST_F(BlockIO, DiscardIgnoredLeavesData)
 {
     Image img(1 << 20);
@@ -424,6 +488,42 @@ TEST_F(BlockIO, OpenErrors)
 
 // QEMU-compatible OFD locks: a second read-write opener is refused; read-
 // only openers coexist with each other; locking=off skips the check.
+// The lock bytes are QEMU's (raw-posix: 100 + permission bit, 200 +
+// shared-permission bit), so QEMU and qemu-img see shardvm's locks: a
+// writer holds consistent-read, write and write-unchanged and denies
+// write and resize to others; a reader holds consistent-read only.
+// (Mutation audit, issue 14.6: file-lock.c's permission bits.)
+TEST_F(BlockIO, ImageLockBytesAreQemus)
+{
+    Image img(1 << 20);
+    auto held = [&](off_t byte) {
+        int fd = open(img.path.c_str(), O_RDWR);
+        struct flock fl = {};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = byte;
+        fl.l_len = 1;
+        EXPECT_EQ(fcntl(fd, F_OFD_GETLK, &fl), 0);
+        close(fd);
+        return fl.l_type != F_UNLCK;
+    };
+    for (bool read_only : { false, true }) {
+        BlockOptions o = FileOptions(img.path, BLOCK_AIO_THREADS, "writeback");
+        o.read_only = read_only;
+        o.locking = BLOCK_LOCKING_ON;
+        BlockBackend *b = Open(o);
+        ASSERT_NE(b, nullptr);
+        std::string got;
+        for (off_t byte : { 100, 101, 102, 103, 200, 201, 202, 203 }) {
+            got += held(byte) ? '1' : '0';
+        }
+        EXPECT_EQ(got, read_only ? "10000101" : "11100101")
+            << "bytes 100..103, 200..203, read_only=" << read_only;
+        blk_unref(b);
+        block_options_clear(&o);
+    }
+}
+
 TEST_F(BlockIO, ImageLocking)
 {
     Image img(1 << 20);

@@ -4,6 +4,8 @@
 // layer is linked into the test, it wins.
 #include "fake-block.h"
 
+#include "shardvm/error.h"
+
 #include <cassert>
 #include <cerrno>
 #include <cstdlib>
@@ -83,6 +85,10 @@ WEAK void blk_unref(BlockBackend *blk)
 
 WEAK BlockQueue *blk_queue_new(BlockBackend *blk, AioContext *ctx, GError **errp)
 {
+    if (blk->queues.load() >= blk->max_queues.load()) {
+        shardvm_error_set(errp, -EMFILE, "fake: no more queues");
+        return nullptr;
+    }
     auto *q = new BlockQueue();
     q->blk = blk;
     q->ctx = ctx;

@@ -16,6 +16,7 @@ struct BlockBackend {
     std::atomic<int> wrong_thread{0}, submitted{0}, flushes{0}, discards{0},
         unmaps{0}, queues{0};
     std::atomic<unsigned> max_plugged{0};  // most requests inside one plug
+    std::atomic<int> max_queues{1 << 30};  // blk_queue_new fails past this many
 };
 
 struct BlockQueue {                // home thread of ctx

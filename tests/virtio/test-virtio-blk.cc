@@ -39,6 +39,7 @@ protected:
     VirtIOBlock *s = nullptr;
     VirtIODevice *vdev = nullptr;
     VirtIOBlockConfig cfg;
+    int max_queues = 1 << 30;  // the fake block layer's limit (Create)
 
     void SetUp() override
     {
@@ -66,9 +67,12 @@ protected:
     }
 
     // @iothreads: number of IOThreads (0: main loop); queues round-robin.
-    void Create(unsigned queues, unsigned iothreads, bool ro = false, uint64_t features = 0)
+    // @ring: the driver's queue size.
+    void Create(unsigned queues, unsigned iothreads, bool ro = false, uint64_t features = 0,
+                uint16_t ring = 64)
     {
         blk = fake_blk_new(kDiskSize, ro);
+        blk->max_queues = max_queues;
         cfg.num_queues = queues;
         std::vector<AioContext *> ctxs;
         for (unsigned i = 0; i < iothreads; i++) {
@@ -86,9 +90,11 @@ protected:
         vdev->transport_ops = &kCountingTransport;
         vdev->transport = &notes;
         EXPECT_EQ(vdev->device_id, VIRTIO_ID_BLOCK);
-        DriverInit(vdev, &g, rings, features ? features : vdev->host_features, 64);
+        DriverInit(vdev, &g, rings, features ? features : vdev->host_features, ring);
         DriverOk(vdev);
-        ASSERT_FALSE(virtio_get_status(vdev) & VIRTIO_STATUS_NEEDS_RESET);
+        if (max_queues == 1 << 30) {
+            ASSERT_FALSE(virtio_get_status(vdev) & VIRTIO_STATUS_NEEDS_RESET);
+        }
     }
 
     void Kick(Ring &r) { event_notifier_set(virtqueue_get_host_notifier(r.vq)); }
@@ -305,6 +311,111 @@ TEST_F(VirtioBlkTest, ConfigSpaceAndWriteCache)
         EXPECT_TRUE(f & (1ULL << b)) << "feature " << b;
     }
     EXPECT_FALSE(f & (1ULL << VIRTIO_BLK_F_MQ)) << "one queue";
+}
+
+// The discard / write-zeroes limits the config space promises are the
+// ones the device serves: one segment per request (two are UNSUPP), 2^21
+// sectors, alignment one logical block (mutation audit, issue 14.6).
+TEST_F(VirtioBlkTest, DiscardLimitsInConfigMatchWhatIsServed)
+{
+    Create(1, 1);
+    uint8_t c[VIRTIO_BLK_CONFIG_SIZE];
+    vdev->ops->read_config(vdev, 0, c, sizeof(c));
+    auto le32 = [&](unsigned off) {
+        uint32_t v;
+        memcpy(&v, c + off, 4);
+        return v;
+    };
+    EXPECT_EQ(le32(VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS), 1u << 21);
+    EXPECT_EQ(le32(VIRTIO_BLK_CFG_MAX_DISCARD_SEG), 1u);
+    EXPECT_EQ(le32(VIRTIO_BLK_CFG_DISCARD_ALIGNMENT), 1u);
+    EXPECT_EQ(le32(VIRTIO_BLK_CFG_MAX_WZ_SECTORS), 1u << 21);
+    EXPECT_EQ(le32(VIRTIO_BLK_CFG_MAX_WZ_SEG), 1u);
+    EXPECT_EQ(c[VIRTIO_BLK_CFG_WZ_MAY_UNMAP], 1);
+    // Two segments where the config says one: refused, nothing reaches
+    // the block layer.
+    uint64_t segs = g.alloc(32);
+    uint64_t v[4] = {0, 1, 8, 1};  // {sector 0, 1 sector}, {sector 8, 1 sector}
+    memcpy(g.hva(segs), v, 32);
+    for (uint32_t type : {VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES}) {
+        int before = blk->discards.load() + blk->submitted.load();
+        EXPECT_EQ(Do(type, 0, {{segs, 32, false}}), VIRTIO_BLK_S_UNSUPP) << type;
+        EXPECT_EQ(blk->discards.load() + blk->submitted.load(), before);
+    }
+}
+
+// A read or write of zero bytes (header and status only) succeeds without
+// reaching the block layer, as the zero-sector discard does.
+TEST_F(VirtioBlkTest, ZeroLengthReadAndWriteSucceedWithoutIo)
+{
+    Create(1, 1);
+    for (uint32_t type : {VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT}) {
+        int before = blk->submitted.load();
+        EXPECT_EQ(Do(type, 8, {}), VIRTIO_BLK_S_OK) << type;
+        EXPECT_EQ(blk->submitted.load(), before) << "nothing reaches the block layer";
+    }
+}
+
+// As many requests in flight as the queue has entries (the request pool
+// runs dry on the last one), all popped in one pass: each completes once,
+// OK.  The driver reuses its two chains' heads (allowed: served from the
+// heap past the pool).
+TEST_F(VirtioBlkTest, FullQueueInOnePassDrainsThePool)
+{
+    cfg.queue_size = 4;
+    Create(1, 1, false, 0, 4);
+    Ring &r = rings[0];
+    uint64_t h = g.alloc(16), st0 = g.alloc(1), st1 = g.alloc(1);
+    Req hdr = {VIRTIO_BLK_T_FLUSH, 0, 0};
+    memcpy(g.hva(h), &hdr, 16);
+    // Two chains {header, status} fill the 4 descriptors; four avail
+    // entries name them twice, published with one avail->idx store (the
+    // IOThread may be polling the ring: it sees all four or none).
+    r.SetDesc(0, h, 16, VRING_DESC_F_NEXT, 1);
+    r.SetDesc(1, st0, 1, VRING_DESC_F_WRITE, 0);
+    r.SetDesc(2, h, 16, VRING_DESC_F_NEXT, 3);
+    r.SetDesc(3, st1, 1, VRING_DESC_F_WRITE, 0);
+    auto publish4 = [&] {
+        const uint16_t heads[4] = {0, 2, 0, 2};
+        for (unsigned i = 0; i < 4; i++) {
+            r.Avail()[2 + (r.avail_idx + i) % r.n] = heads[i];
+        }
+        r.SetAvailIdx(r.avail_idx + 4);
+    };
+    publish4();
+    Kick(r);
+    Wait(r, 4);
+    EXPECT_EQ(blk->flushes.load(), 4);
+    EXPECT_EQ(blk->max_plugged.load(), 4u) << "all four in flight at once";
+    EXPECT_EQ(*static_cast<uint8_t *>(g.hva(st0)), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(*static_cast<uint8_t *>(g.hva(st1)), VIRTIO_BLK_S_OK);
+    EXPECT_FALSE(virtio_get_status(vdev) & VIRTIO_STATUS_NEEDS_RESET);
+    // And again: the pool came back whole.
+    memset(g.hva(st0), 0xff, 1);
+    publish4();
+    Kick(r);
+    Wait(r, 8);
+    EXPECT_EQ(blk->flushes.load(), 8);
+    EXPECT_EQ(*static_cast<uint8_t *>(g.hva(st0)), VIRTIO_BLK_S_OK);
+}
+
+// DRIVER_OK with two queues where only the first can start: the device
+// needs a reset, and the first queue is stopped again (its block queue
+// freed), not left serving on its own.  A reset and a start with room for
+// both then work.
+TEST_F(VirtioBlkTest, FailedStartOfOneQueueStopsTheOthers)
+{
+    max_queues = 1;
+    Create(2, 1);
+    EXPECT_TRUE(virtio_get_status(vdev) & VIRTIO_STATUS_NEEDS_RESET);
+    EXPECT_EQ(blk->queues.load(), 0) << "queue 0 kept serving after queue 1 failed";
+    blk->max_queues = 1 << 30;
+    DriverInit(vdev, &g, rings, vdev->host_features, 64);
+    DriverOk(vdev);
+    ASSERT_FALSE(virtio_get_status(vdev) & VIRTIO_STATUS_NEEDS_RESET);
+    EXPECT_EQ(blk->queues.load(), 2);
+    EXPECT_EQ(Do(VIRTIO_BLK_T_FLUSH, 0, {}, 0), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(Do(VIRTIO_BLK_T_FLUSH, 0, {}, 1), VIRTIO_BLK_S_OK);
 }
 
 TEST_F(VirtioBlkTest, TwoQueuesOnTwoIOThreads)
@@ -562,6 +673,21 @@ TEST(VirtioBlkProps, AllProperties)
     EXPECT_EQ(g_hash_table_size(h), 0u);
     virtio_blk_config_clear(&c);
     g_hash_table_unref(h);
+}
+
+// discard= and write-zeroes= each set their own feature, not the other's
+// (mutation audit, issue 14.6: AllProperties turns both off at once).
+TEST(VirtioBlkProps, DiscardAndWriteZeroesAreSeparate)
+{
+    for (bool discard_off : {true, false}) {
+        GHashTable *h = Props({{"drive", "d0"}, {discard_off ? "discard" : "write-zeroes", "off"}});
+        VirtIOBlockConfig c;
+        ASSERT_EQ(virtio_blk_parse_props(h, &c, nullptr), 0);
+        EXPECT_EQ(c.discard, !discard_off);
+        EXPECT_EQ(c.write_zeroes, discard_off);
+        virtio_blk_config_clear(&c);
+        g_hash_table_unref(h);
+    }
 }
 
 TEST(VirtioBlkProps, VqMappingRoundRobinAndExplicit)
