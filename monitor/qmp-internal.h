@@ -25,6 +25,12 @@ static inline JsonNode *qmp_node_array(JsonArray *a)
     return n;
 }
 
+/* ---- qmp-addr.c --------------------------------------------------------
+ * monitor_addr_unescape: a normalised listener address (monitor_parse_qmp()'s
+ * result, every ',' doubled) with its ",," made ',' (g_free); NULL when
+ * @addr has a lone ',' (it is -qmp's full syntax with options).  Pure. */
+char *monitor_addr_unescape(const char *addr);
+
 /* ---- qmp-stream.c: incremental JSON framing ---------------------------
  * Tracks strings ("...", and '...' without escapes as json-glib takes them),
  * escapes and {} [] nesting; a message ends when the nesting returns to

@@ -379,13 +379,18 @@ static int monitor_listen_tcp(const char *hostport, GError **errp)
 
 int monitor_add_listener(Monitor *mon, const char *addr, GError **errp)
 {
-    /* Accept both -qmp's full syntax and the normalised one. */
-    char *norm = strchr(addr, ',') ? monitor_parse_qmp(addr, errp)
-                                   : g_strdup(addr);
+    /* Accept both -qmp's full syntax and the normalised one (where a
+     * ',' is always doubled). */
+    char *norm = monitor_addr_unescape(addr);
     int fd;
 
     if (!norm) {
-        return -EINVAL;
+        char *parsed = monitor_parse_qmp(addr, errp);
+        if (!parsed) {
+            return -EINVAL;
+        }
+        norm = monitor_addr_unescape(parsed);
+        g_free(parsed);
     }
     if (g_str_has_prefix(norm, "unix:")) {
         fd = monitor_listen_unix(norm + 5, errp);

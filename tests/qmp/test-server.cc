@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -274,6 +275,45 @@ TEST_F(QmpServer, TcpListenerEveryAddressAndIpv6)
     EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
     close(fd);
     WaitClients(0);
+}
+
+// A unix socket path with a comma (",," in the option, as in QEMU): the
+// parsed address goes to monitor_add_listener() as machine.c passes it,
+// and the socket is made at that path -- not at the part before the comma
+// (with "q,,server,,nowait" that was "q", and a stale socket there would
+// have been unlinked).
+TEST_F(QmpServer, UnixPathWithCommaFromTheOption)
+{
+    GError *err = nullptr;
+    std::string dir = path + ".d";
+    ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+    std::string want = dir + "/q,server,nowait";
+    char *norm = monitor_parse_qmp(("unix:" + dir + "/q,,server,,nowait,server=on,"
+                                    "wait=off").c_str(), &err);
+    ASSERT_TRUE(norm) << err->message;
+    int r = monitor_add_listener(mon, norm, &err);
+    g_free(norm);
+    EXPECT_EQ(r, 0) << (err ? err->message : "");
+    g_clear_error(&err);
+    EXPECT_EQ(access(want.c_str(), F_OK), 0) << "no socket at " << want;
+    EXPECT_NE(access((dir + "/q").c_str(), F_OK), 0) << "socket at the cut path";
+    if (r == 0) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {};
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, want.c_str());
+        EXPECT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+        close(fd);
+        WaitClients(0);
+    }
+    monitor_free(mon);
+    mon = monitor_new(&FakeVm::ops, vm);
+    ASSERT_EQ(monitor_add_listener(mon, ("unix:" + path + ",server=on,wait=off").c_str(),
+                                   &err), 0);
+    unlink(want.c_str());
+    unlink((dir + "/q").c_str());
+    EXPECT_EQ(rmdir(dir.c_str()), 0);
 }
 
 // The spare descriptor (/dev/null, O_RDONLY) the monitor keeps for running
