@@ -316,6 +316,53 @@ TEST_F(QmpServer, UnixPathWithCommaFromTheOption)
     EXPECT_EQ(rmdir(dir.c_str()), 0);
 }
 
+// Hostile -qmp tcp addresses: a second listener on a port already taken
+// (every address twice, and every address after one of them), a 100 KB
+// host, a scope id naming no interface: each fails at once with the
+// address in the error, leaving no descriptor behind.
+TEST_F(QmpServer, TcpListenerRefusalsLeakNothing)
+{
+    auto open_fds = [] {
+        int n = 0;
+        for (int fd = 0; fd < 4096; fd++) {
+            n += fcntl(fd, F_GETFD) >= 0;
+        }
+        return n;
+    };
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {};
+    sa.sin_family = AF_INET;
+    ASSERT_EQ(bind(probe, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    socklen_t len = sizeof(sa);
+    getsockname(probe, (struct sockaddr *)&sa, &len);
+    close(probe);
+    std::string port = std::to_string(ntohs(sa.sin_port));
+    GError *err = nullptr;
+    ASSERT_EQ(monitor_add_listener(mon, ("tcp::" + port + ",server,nowait").c_str(), &err), 0)
+        << err->message;
+    int before = open_fds();
+    for (std::string a : { "tcp::" + port, "tcp:127.0.0.1:" + port,
+                           "tcp:" + std::string(100000, 'h') + ":" + port,
+                           "tcp:[fe80::1%no-such-if]:" + port }) {
+        char *norm = monitor_parse_qmp((a + ",server=on,wait=off").c_str(), &err);
+        ASSERT_TRUE(norm) << (err ? err->message : "");
+        EXPECT_LT(monitor_add_listener(mon, norm, &err), 0) << a.substr(0, 40);
+        ASSERT_TRUE(err);
+        EXPECT_NE(std::string(err->message).find(a.substr(4, 40)), std::string::npos)
+            << err->message;
+        g_clear_error(&err);
+        g_free(norm);
+    }
+    EXPECT_EQ(open_fds(), before);
+    // The first listener still serves.
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+    close(fd);
+    WaitClients(0);
+}
+
 // The spare descriptor (/dev/null, O_RDONLY) the monitor keeps for running
 // out of them: the highest such fd above stdio.
 int SpareFd()
