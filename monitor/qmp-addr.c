@@ -232,6 +232,20 @@ char *monitor_parse_qmp(const char *arg, GError **errp)
     return addr_escape(out);
 }
 
+/* QEMU's rule for ids (and ours: -mon finds "ID=ADDR" by its prefix). */
+static bool addr_id_ok(const char *id)
+{
+    if (!g_ascii_isalpha(id[0])) {
+        return false;
+    }
+    for (const char *p = id; *p; p++) {
+        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 char *monitor_parse_chardev(const char *arg, char **id_out, GError **errp)
 {
     GHashTable *kv = addr_split("chardev", arg, "backend", errp);
@@ -250,6 +264,10 @@ char *monitor_parse_chardev(const char *arg, char **id_out, GError **errp)
                           "(socket)", backend ? backend : arg);
     } else if (!id || !*id) {
         shardvm_error_set(errp, -EINVAL, "-chardev: socket needs an id=");
+    } else if (!addr_id_ok(id)) {
+        shardvm_error_set(errp, -EINVAL, "-chardev: id '%s' must start with a "
+                          "letter and hold only letters, digits, '-', '.' and "
+                          "'_'", id);
     } else if (path && !host && !port && *path) {
         out = g_strdup_printf("unix:%s", path);
     } else if (!path && port) {
