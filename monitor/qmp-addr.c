@@ -232,8 +232,8 @@ char *monitor_parse_qmp(const char *arg, GError **errp)
     return addr_escape(out);
 }
 
-/* QEMU's rule for ids (and ours: -mon finds "ID=ADDR" by its prefix). */
-static bool addr_id_ok(const char *id)
+/* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
+bool qmp_id_wellformed(const char *id)
 {
     if (!g_ascii_isalpha(id[0])) {
         return false;
@@ -264,7 +264,7 @@ char *monitor_parse_chardev(const char *arg, char **id_out, GError **errp)
                           "(socket)", backend ? backend : arg);
     } else if (!id || !*id) {
         shardvm_error_set(errp, -EINVAL, "-chardev: socket needs an id=");
-    } else if (!addr_id_ok(id)) {
+    } else if (!qmp_id_wellformed(id)) {
         shardvm_error_set(errp, -EINVAL, "-chardev: id '%s' must start with a "
                           "letter and hold only letters, digits, '-', '.' and "
                           "'_'", id);

@@ -30,6 +30,9 @@ static inline JsonNode *qmp_node_array(JsonArray *a)
  * result, every ',' doubled) with its ",," made ',' (g_free); NULL when
  * @addr has a lone ',' (it is -qmp's full syntax with options).  Pure. */
 char *monitor_addr_unescape(const char *addr);
+/* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'
+ * (-chardev ids, object-add ids).  Pure. */
+bool qmp_id_wellformed(const char *id);
 
 /* ---- qmp-stream.c: incremental JSON framing ---------------------------
  * Tracks strings ("...", and '...' without escapes as json-glib takes them),
