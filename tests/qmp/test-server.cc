@@ -316,6 +316,44 @@ TEST_F(QmpServer, UnixPathWithCommaFromTheOption)
     EXPECT_EQ(rmdir(dir.c_str()), 0);
 }
 
+// "tcp::PORT" listens on every address, IPv6 included: QEMU 7.2 serves a
+// client of [::1] there (it listens on 0.0.0.0 and [::]); shardvm bound
+// only the first address getaddrinfo() gave, 0.0.0.0.
+TEST_F(QmpServer, TcpEveryAddressServesIpv4AndIpv6)
+{
+    int p6 = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 sa6 = {};
+    sa6.sin6_family = AF_INET6;
+    sa6.sin6_addr = in6addr_loopback;
+    if (p6 < 0 || bind(p6, (struct sockaddr *)&sa6, sizeof(sa6)) != 0) {
+        if (p6 >= 0) {
+            close(p6);
+        }
+        GTEST_SKIP() << "no IPv6 loopback on this host";
+    }
+    socklen_t len = sizeof(sa6);
+    getsockname(p6, (struct sockaddr *)&sa6, &len);
+    close(p6);
+    int port = ntohs(sa6.sin6_port);
+    GError *err = nullptr;
+    ASSERT_EQ(monitor_add_listener(mon, ("tcp::" + std::to_string(port) +
+                                         ",server=on,wait=off").c_str(), &err), 0)
+        << err->message;
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    EXPECT_EQ(connect(fd, (struct sockaddr *)&sa6, sizeof(sa6)), 0) << strerror(errno);
+    EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+    close(fd);
+    struct sockaddr_in sa = {};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(port);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    EXPECT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0) << strerror(errno);
+    EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+    close(fd);
+    WaitClients(0);
+}
+
 // Hostile -qmp tcp addresses: a second listener on a port already taken
 // (every address twice, and every address after one of them), a 100 KB
 // host, a scope id naming no interface: each fails at once with the
