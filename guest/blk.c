@@ -555,7 +555,8 @@ static bool blk_check_disk(void)
                    (unsigned long)B.capacity, P.bs);
         return false;
     }
-    if (P.mode == M_JOURNAL && !P.count) {
+    /* journal-check must read the region journal wrote: the same default. */
+    if (P.mode >= M_JOURNAL && !P.count) {
         P.count = P.blocks < 16 ? P.blocks : 16;
     }
     if (P.mode == M_JOURNAL && P.qd > P.count) {

@@ -2,9 +2,11 @@
  * Monitor option strings: -qmp ADDR,server=on,wait=off; -chardev
  * socket,id=X,path=P|host=H,port=N,server=on,wait=off; -mon
  * chardev=X,mode=control.  The result is a listener address in
- * monitor_add_listener()'s syntax: "unix:PATH" or "tcp:HOST:PORT".
+ * monitor_add_listener()'s syntax: "unix:PATH" or "tcp:HOST:PORT", each
+ * ',' in it doubled (",," as in the option) so that it is never taken for
+ * -qmp's ",server=on,..." options.
  */
-#include "shardvm/monitor.h"
+#include "qmp-internal.h"
 #include "shardvm/error.h"
 
 #include <errno.h>
@@ -141,6 +143,37 @@ static int addr_check_server(const char *opt, const char *arg,
     return r;
 }
 
+/* @addr (taken) with each ',' doubled. */
+static char *addr_escape(char *addr)
+{
+    if (!addr || !strchr(addr, ',')) {
+        return addr;
+    }
+    GString *s = g_string_new(NULL);
+    for (const char *p = addr; *p; p++) {
+        g_string_append_c(s, *p);
+        if (*p == ',') {
+            g_string_append_c(s, ',');
+        }
+    }
+    g_free(addr);
+    return g_string_free(s, FALSE);
+}
+
+char *monitor_addr_unescape(const char *addr)
+{
+    GString *s = g_string_new(NULL);
+    for (const char *p = addr; *p; p++) {
+        if (*p == ',' && p[1] != ',') {
+            g_string_free(s, TRUE);
+            return NULL;
+        }
+        g_string_append_c(s, *p);
+        p += *p == ',';
+    }
+    return g_string_free(s, FALSE);
+}
+
 /* HOST and PORT -> normalised "tcp:HOST:PORT", or NULL.  As in QEMU, an
  * empty HOST listens on every address ("tcp::4444"), and an IPv6 HOST is
  * written in brackets ("tcp:[::1]:4444"); @host may come with or without
@@ -196,7 +229,21 @@ char *monitor_parse_qmp(const char *arg, GError **errp)
     }
     g_free(addr);
     g_hash_table_unref(kv);
-    return out;
+    return addr_escape(out);
+}
+
+/* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
+bool qmp_id_wellformed(const char *id)
+{
+    if (!g_ascii_isalpha(id[0])) {
+        return false;
+    }
+    for (const char *p = id; *p; p++) {
+        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 char *monitor_parse_chardev(const char *arg, char **id_out, GError **errp)
@@ -217,6 +264,10 @@ char *monitor_parse_chardev(const char *arg, char **id_out, GError **errp)
                           "(socket)", backend ? backend : arg);
     } else if (!id || !*id) {
         shardvm_error_set(errp, -EINVAL, "-chardev: socket needs an id=");
+    } else if (!qmp_id_wellformed(id)) {
+        shardvm_error_set(errp, -EINVAL, "-chardev: id '%s' must start with a "
+                          "letter and hold only letters, digits, '-', '.' and "
+                          "'_'", id);
     } else if (path && !host && !port && *path) {
         out = g_strdup_printf("unix:%s", path);
     } else if (!path && port) {
@@ -238,7 +289,7 @@ char *monitor_parse_chardev(const char *arg, char **id_out, GError **errp)
     g_free(host);
     g_free(port);
     g_hash_table_unref(kv);
-    return out;
+    return addr_escape(out);
 }
 
 char *monitor_parse_mon(const char *arg, GError **errp)

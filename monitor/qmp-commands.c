@@ -204,20 +204,6 @@ static bool iothread_prop_check(const char *name, int64_t v, QmpError **err)
     return true;
 }
 
-/* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
-static bool qmp_id_wellformed(const char *id)
-{
-    if (!g_ascii_isalpha(id[0])) {
-        return false;
-    }
-    for (const char *p = id; *p; p++) {
-        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* "/objects/ID" -> the IOThread, or NULL with DeviceNotFound. */
 static IOThread *qom_find_iothread(Monitor *mon, const char *path,
                                    QmpError **err)

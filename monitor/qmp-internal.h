@@ -25,13 +25,23 @@ static inline JsonNode *qmp_node_array(JsonArray *a)
     return n;
 }
 
+/* ---- qmp-addr.c --------------------------------------------------------
+ * monitor_addr_unescape: a normalised listener address (monitor_parse_qmp()'s
+ * result, every ',' doubled) with its ",," made ',' (g_free); NULL when
+ * @addr has a lone ',' (it is -qmp's full syntax with options).  Pure. */
+char *monitor_addr_unescape(const char *addr);
+/* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'
+ * (-chardev ids, object-add ids).  Pure. */
+bool qmp_id_wellformed(const char *id);
+
 /* ---- qmp-stream.c: incremental JSON framing ---------------------------
  * Tracks strings ("...", and '...' without escapes as json-glib takes them),
  * escapes and {} [] nesting; a message ends when the nesting returns to
  * zero (or, for a top-level scalar, at the next delimiter).  It frames,
  * and refuses what json-glib cannot take safely (nesting deeper than
  * QMP_MAX_NESTING: its parser recurses per level; "\u0000": it cuts the
- * string; numbers out of int64 / double range: it wraps or makes "inf");
+ * string; a UTF-16 surrogate escape not in a pair: it makes bytes that
+ * are not UTF-8 and drops the next character; numbers out of int64 / double range: it wraps or makes "inf");
  * json-glib parses each message. */
 
 /* Deepest {} [] nesting accepted (QEMU's MAX_NESTING). */
@@ -44,6 +54,8 @@ typedef struct QmpStream {
     bool escape;      /* the previous byte in a string was a backslash */
     unsigned uesc;    /* hex digits still due in a \uXXXX escape */
     unsigned uval;    /* the \u escape's value so far */
+    bool high;        /* the last \u escape was a high surrogate: a low
+                       * one must follow at once */
     bool in_number;   /* a number token started at num_start in buf */
     size_t num_start;
     const char *error;/* why the current message is refused, or NULL */

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -329,9 +330,15 @@ static int monitor_listen_unix(const char *path, GError **errp)
     return fd;
 }
 
-static int monitor_listen_tcp(const char *hostport, GError **errp)
+/*
+ * Listen on every address "HOST:PORT", "[IPV6]:PORT" or ":PORT" resolves
+ * to, as QEMU does ("tcp::PORT" gets both 0.0.0.0 and [::]; an IPv6
+ * socket is IPv6-only so that the two coexist).  Appends the fds to
+ * @fds; fails (negative errno) only when no address listens.
+ */
+static int monitor_listen_tcp(const char *hostport, GArray *fds,
+                              GError **errp)
 {
-    /* "HOST:PORT", "[IPV6]:PORT" or ":PORT" (every address). */
     const char *colon = strrchr(hostport, ':');
     char *host = g_strndup(hostport, colon - hostport);
     size_t hn = strlen(host);
@@ -343,75 +350,92 @@ static int monitor_listen_tcp(const char *hostport, GError **errp)
                               .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE };
     struct addrinfo *res = NULL;
-    int fd = -1, e = 0;
+    int e = 0;
+    guint before = fds->len;
 
     int gr = getaddrinfo(*host ? host : NULL, colon + 1, &hints, &res);
+    g_free(host);
     if (gr != 0) {
-        fd = shardvm_error_set(errp, -EINVAL, "-qmp: address '%s': %s",
-                               hostport, gai_strerror(gr));
-        g_free(host);
-        return fd;
+        return shardvm_error_set(errp, -EINVAL, "-qmp: address '%s': %s",
+                                 hostport, gai_strerror(gr));
     }
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-                    SOCK_CLOEXEC, ai->ai_protocol);
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+                        SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             e = errno;
             continue;
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (ai->ai_family == AF_INET6) {
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        }
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
             listen(fd, 64) < 0) {
             e = errno;
             close(fd);
-            fd = -1;
+            continue;
         }
+        g_array_append_val(fds, fd);
     }
     freeaddrinfo(res);
-    g_free(host);
-    if (fd < 0) {
+    if (fds->len == before) {
         return shardvm_error_set(errp, -e, "-qmp: cannot listen on '%s': %s",
                                  hostport, strerror(e));
     }
-    return fd;
+    return 0;
 }
 
 int monitor_add_listener(Monitor *mon, const char *addr, GError **errp)
 {
-    /* Accept both -qmp's full syntax and the normalised one. */
-    char *norm = strchr(addr, ',') ? monitor_parse_qmp(addr, errp)
-                                   : g_strdup(addr);
+    /* Accept both -qmp's full syntax and the normalised one (where a
+     * ',' is always doubled). */
+    char *norm = monitor_addr_unescape(addr);
     int fd;
 
     if (!norm) {
-        return -EINVAL;
+        char *parsed = monitor_parse_qmp(addr, errp);
+        if (!parsed) {
+            return -EINVAL;
+        }
+        norm = monitor_addr_unescape(parsed);
+        g_free(parsed);
     }
+    GArray *fds = g_array_new(FALSE, FALSE, sizeof(int));
     if (g_str_has_prefix(norm, "unix:")) {
         fd = monitor_listen_unix(norm + 5, errp);
+        if (fd >= 0) {
+            g_array_append_val(fds, fd);
+        }
     } else if (g_str_has_prefix(norm, "tcp:") && strchr(norm + 4, ':')) {
-        fd = monitor_listen_tcp(norm + 4, errp);
+        fd = monitor_listen_tcp(norm + 4, fds, errp);
     } else {
         fd = shardvm_error_set(errp, -EINVAL, "-qmp: unsupported address "
                                "'%s'", addr);
     }
     if (fd < 0) {
+        g_array_unref(fds);
         g_free(norm);
         return fd;
     }
-    MonitorListener *l = g_new0(MonitorListener, 1);
-    l->mon = mon;
-    l->fd = fd;
-    if (g_str_has_prefix(norm, "unix:")) {
-        l->unlink_path = g_strdup(norm + 5);
+    /* One listener per socket (a tcp address may have several). */
+    for (guint i = 0; i < fds->len; i++) {
+        MonitorListener *l = g_new0(MonitorListener, 1);
+        l->mon = mon;
+        l->fd = g_array_index(fds, int, i);
+        if (g_str_has_prefix(norm, "unix:")) {
+            l->unlink_path = g_strdup(norm + 5);
+        }
+        g_ptr_array_add(mon->listeners, l);
+        if (!mon->accept_paused) {
+            main_loop_set_fd_handler(l->fd, monitor_accept, NULL, l);
+        }
     }
+    g_array_unref(fds);
     g_free(norm);
-    g_ptr_array_add(mon->listeners, l);
     if (mon->spare_fd < 0) {
         mon->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    }
-    if (!mon->accept_paused) {
-        main_loop_set_fd_handler(fd, monitor_accept, NULL, l);
     }
     return 0;
 }

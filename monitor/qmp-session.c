@@ -251,6 +251,33 @@ static void qmp_session_request(QmpSession *s, JsonObject *req)
 
 /* One framed message: the framing layer's verdict, UTF-8 check, json-glib
  * parse, dispatch. */
+
+/* Duplicate keys: json-glib reports each member it parses ("object-member")
+ * and then each object ("object-end"); an object with fewer members than
+ * were parsed into it had two equal keys. */
+typedef struct QmpKeyCount {
+    GHashTable *members; /* JsonObject * -> members parsed so far */
+    bool duplicate;
+} QmpKeyCount;
+
+static void qmp_key_counted(JsonParser *p, JsonObject *o, const char *name,
+                            gpointer opaque)
+{
+    QmpKeyCount *kc = opaque;
+    guint n = GPOINTER_TO_UINT(g_hash_table_lookup(kc->members, o));
+    g_hash_table_insert(kc->members, o, GUINT_TO_POINTER(n + 1));
+}
+
+static void qmp_key_check(JsonParser *p, JsonObject *o, gpointer opaque)
+{
+    QmpKeyCount *kc = opaque;
+    guint n = GPOINTER_TO_UINT(g_hash_table_lookup(kc->members, o));
+    if (n > json_object_get_size(o)) {
+        kc->duplicate = true;
+    }
+    g_hash_table_remove(kc->members, o);
+}
+
 static bool qmp_session_message(void *opaque, const char *msg, size_t len,
                                 const char *error)
 {
@@ -270,11 +297,22 @@ static bool qmp_session_message(void *opaque, const char *msg, size_t len,
     }
     JsonParser *p = json_parser_new_immutable();
     GError *gerr = NULL;
-    if (!json_parser_load_from_data(p, msg, (gssize)len, &gerr)) {
+    QmpKeyCount kc = { g_hash_table_new(NULL, NULL), false };
+    g_signal_connect(p, "object-member", G_CALLBACK(qmp_key_counted), &kc);
+    g_signal_connect(p, "object-end", G_CALLBACK(qmp_key_check), &kc);
+    bool parsed = json_parser_load_from_data(p, msg, (gssize)len, &gerr);
+    g_hash_table_unref(kc.members);
+    if (!parsed) {
         char *d = g_strdup_printf("JSON parse error, %s", gerr->message);
         qmp_session_send_error(s, QMP_ERROR_GENERIC, d, NULL);
         g_free(d);
         g_error_free(gerr);
+    } else if (kc.duplicate) {
+        /* json-glib keeps the last of equal keys: {"execute":"query-status",
+         * "execute":"quit"} would quit while a filter reading the first
+         * one saw a query.  QEMU refuses it. */
+        qmp_session_send_error(s, QMP_ERROR_GENERIC,
+                               "JSON parse error, duplicate key", NULL);
     } else {
         JsonNode *root = json_parser_get_root(p);
         if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {

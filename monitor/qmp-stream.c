@@ -22,6 +22,7 @@ void qmp_stream_init(QmpStream *st)
     st->escape = false;
     st->uesc = 0;
     st->uval = 0;
+    st->high = false;
     st->in_number = false;
     st->num_start = 0;
     st->error = NULL;
@@ -85,18 +86,40 @@ static void qmp_stream_end_number(QmpStream *st)
     }
 }
 
+/* A \uXXXX escape (value in uval) is complete.  json-glib turns a
+ * surrogate that is not half of a pair into bytes that are not UTF-8 and
+ * swallows the next character; QEMU refuses it, and so do we. */
+static void qmp_stream_end_uescape(QmpStream *st)
+{
+    unsigned v = st->uval;
+    bool low = v >= 0xdc00 && v <= 0xdfff;
+
+    if (v == 0) {
+        qmp_stream_refuse(st, "\\u0000 is not supported");
+    }
+    if (low != st->high) {
+        qmp_stream_refuse(st, "UTF-16 surrogate escape not in a pair");
+    }
+    st->high = v >= 0xd800 && v <= 0xdbff;
+}
+
 /* One byte inside a string (already appended). */
 static void qmp_stream_string_byte(QmpStream *st, char c)
 {
     if (st->uesc > 0) {
         if (g_ascii_isxdigit(c)) {
             st->uval = st->uval * 16 + (unsigned)g_ascii_xdigit_value(c);
-            if (--st->uesc == 0 && st->uval == 0) {
-                qmp_stream_refuse(st, "\\u0000 is not supported");
+            if (--st->uesc == 0) {
+                qmp_stream_end_uescape(st);
             }
             return;
         }
         st->uesc = 0; /* a malformed escape: json-glib reports it */
+    }
+    /* After a high surrogate only "\u" (of its low half) may come. */
+    if (st->high && !(c == '\\' && !st->escape) && !(c == 'u' && st->escape)) {
+        st->high = false;
+        qmp_stream_refuse(st, "UTF-16 surrogate escape not in a pair");
     }
     if (st->quote == '\'') {
         /* json-glib's single-quoted strings know no escapes */
@@ -162,6 +185,7 @@ int qmp_stream_feed(QmpStream *st, const char *buf, size_t len,
                 st->quote = c;
                 st->escape = false;
                 st->uesc = 0;
+                st->high = false;
             } else if (c == '{' || c == '[') {
                 /* Counted here, refused before json-glib (which recurses
                  * per level) ever sees it. */

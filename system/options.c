@@ -721,6 +721,17 @@ static int opt_chardev(ShardvmOptions *o, const char *opt, const char *arg,
     if (!addr) {
         return -EINVAL;
     }
+    size_t n = strlen(id);
+    for (guint i = 0; o->chardevs && i < o->chardevs->len; i++) {
+        const char *cd = g_ptr_array_index(o->chardevs, i);
+        if (!strncmp(cd, id, n) && cd[n] == '=') {
+            shardvm_error_set(errp, -EINVAL, "-chardev: duplicate ID '%s'",
+                              id);
+            g_free(id);
+            g_free(addr);
+            return -EINVAL;
+        }
+    }
     push_string(&o->chardevs, g_strdup_printf("%s=%s", id, addr));
     g_free(id);
     g_free(addr);

@@ -132,7 +132,8 @@ void monitor_free(Monitor *mon);
 /*
  * monitor_add_listener: listen on @addr in the main loop's fd-handler
  * context: "unix:PATH,server=on,wait=off" or
- * "tcp:HOST:PORT,server=on,wait=off" (-qmp's argument).  Each accepted
+ * "tcp:HOST:PORT,server=on,wait=off" (-qmp's argument), or what
+ * monitor_parse_qmp() / monitor_parse_chardev() return.  Each accepted
  * client gets the greeting and negotiates on its own.  Returns 0 or a
  * negative errno with @errp set.  Needs main_loop_init().
  */
@@ -158,8 +159,8 @@ void monitor_emit_event(Monitor *mon, const char *name, JsonObject *data);
 /*
  * Option strings.  monitor_parse_addr: check -qmp's argument (or a
  * -chardev socket's) and return a normalised listener address in
- * monitor_add_listener()'s syntax (g_free), or NULL with @errp set;
- * *@id_out (may be NULL) gets the -chardev id.  Pure; any thread.
+ * monitor_add_listener()'s syntax, each ',' in it doubled as in the
+ * option (g_free), or NULL with @errp set; *@id_out (may be NULL) gets the -chardev id.  Pure; any thread.
  */
 char *monitor_parse_qmp(const char *arg, GError **errp);
 char *monitor_parse_chardev(const char *arg, char **id_out, GError **errp);

@@ -302,6 +302,49 @@ TEST_F(GuestBlk, JournalRecordsCompletionsAndCheckReadsThem)
     EXPECT_NE(r.line_starting("BLK mismatch lba=0 gen=13 want_gen>=14 "), "") << r.output;
 }
 
+// journal and journal-check without count= must mean the same region
+// (docs/guest.md: min(16, disk blocks)); journal-check took 256 blocks and
+// expected writes 16..39 of a 40-write run in blocks 16..39, which hold
+// none: 192 false mismatches.
+TEST_F(GuestBlk, JournalCheckDefaultRegionIsJournals)
+{
+    std::string img = image("journal-dflt.img", 1 << 20);
+    QemuRun r = boot("mode=journal writes=40 seed=7", disks({ img }));
+    EXPECT_EQ(r.exit_status, 1) << r.output;
+    EXPECT_EQ(blk_journal::LastRecord(r.output, "w"), 40u) << r.output;
+    r = boot("mode=journal-check done=40 seed=7", disks({ img }));
+    EXPECT_EQ(r.exit_status, 1) << r.output;
+    auto kv = result(r, "journal-check");
+    EXPECT_EQ(kv["mismatches"], "0") << r.output;
+    EXPECT_EQ(kv["reads"], "16") << r.output;
+}
+
+// Odd but valid journal parameters end (no hang) and stay in the region:
+// qd = count (every block in flight at once), flushes and reports rarer
+// than the run is long, a check with qd above count, a count of 1.
+TEST_F(GuestBlk, JournalOddParametersStayInTheRegion)
+{
+    std::string img = image("journal-odd.img", 1 << 20);
+    QemuRun r = boot("mode=journal count=8 qd=8 writes=50 flush_every=1000000 "
+                     "report=1099511627776 seed=3", disks({ img }));
+    EXPECT_EQ(r.exit_status, 1) << r.output;
+    EXPECT_EQ(result(r, "journal")["writes"], "50") << r.output;
+    EXPECT_EQ(blk_journal::LastRecord(r.output, "w"), 50u) << r.output;
+    blk_journal::Check c = blk_journal::CheckImage(img, 8, 4096, 3, 50);
+    EXPECT_EQ(c.bad, 0u) << c.first_bad;
+    r = boot("mode=journal-check count=8 qd=64 done=50 seed=3", disks({ img }));
+    EXPECT_EQ(r.exit_status, 1) << r.output;
+    EXPECT_EQ(result(r, "journal-check")["mismatches"], "0") << r.output;
+    // Nothing past the region was written: a check of 64 blocks finds
+    // blocks 8..63 zero as a 8-block journal left them.
+    c = blk_journal::CheckImage(img, 64, 4096, 3, 8);
+    EXPECT_EQ(c.bad, 0u) << c.first_bad;
+    EXPECT_EQ(c.ahead, 8u * 8); // blocks 0..7 hold generations 6-7 > 1
+    r = boot("mode=journal count=1 writes=5 flush_every=2 seed=3", disks({ img }));
+    EXPECT_EQ(r.exit_status, 1) << r.output;
+    EXPECT_EQ(blk_journal::LastRecord(r.output, "f"), 4u) << r.output;
+}
+
 TEST_F(GuestBlk, DiskOnePicksTheSecondDevice)
 {
     std::string a = image("a.img", 1 << 20), b = image("b.img", 512 << 10);

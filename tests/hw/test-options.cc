@@ -389,6 +389,27 @@ TEST_F(Options, MonitorErrorsNameTheOption)
     EXPECT_NE(Message().find("-chardev"), std::string::npos) << Message();
 }
 
+// -chardev ids are stored as "ID=ADDR" and -mon looks them up by prefix:
+// a repeated id silently took the last -chardev, and id=a=b was found by
+// -mon chardev=a with "b=unix:..." as its address.  QEMU refuses both
+// ("Duplicate ID", and ids that are not letters, digits, '-', '.', '_').
+TEST_F(Options, ChardevIdsAreUniqueAndWellFormed)
+{
+    EXPECT_LT(Parse({ "-chardev", "socket,id=m,path=/tmp/a,server=on,wait=off",
+                      "-chardev", "socket,id=m,path=/tmp/b,server=on,wait=off",
+                      "-mon", "chardev=m,mode=control" }), 0);
+    EXPECT_NE(Message().find("'m'"), std::string::npos) << Message();
+    for (const char *bad : { "socket,id=a=b,path=/tmp/a,server=on,wait=off",
+                             "socket,id=1a,path=/tmp/a,server=on,wait=off",
+                             "socket,id=a b,path=/tmp/a,server=on,wait=off" }) {
+        EXPECT_LT(Parse({ "-chardev", bad }), 0) << bad;
+        EXPECT_NE(Message().find("-chardev"), std::string::npos) << Message();
+    }
+    EXPECT_EQ(Parse({ "-chardev", "socket,id=m.0-x_y,path=/tmp/a,server=on,wait=off",
+                      "-chardev", "socket,id=m,path=/tmp/b,server=on,wait=off" }), 0)
+        << Message();
+}
+
 // -drive if=virtio without id= gets a made-up id; it must never take an id
 // the user gave another drive, before or after it on the command line.
 TEST_F(Options, AutoDriveIdsNeverCollideWithUserIds)

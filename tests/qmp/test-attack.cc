@@ -172,6 +172,51 @@ TEST_F(QmpAttack, SingleQuotedStringsAreFramed)
     EXPECT_EQ(Line(), "{\"return\":{},\"id\":\"}{\\\"\\\\\"}");
     EXPECT_EQ(Line(), "");
 }
+// json-glib decodes a lone UTF-16 surrogate escape ("\udc00") into bytes
+// that are not UTF-8 (ED B0 80) and drops the character after it: an id
+// "\udc00x" came back as "<ED B0 80>", a reply no JSON client can read.
+// QEMU refuses such a string; so does the framing layer now.
+TEST_F(QmpAttack, LoneSurrogateEscapesAreRefused)
+{
+    for (const char *id : { "\\udc00x", "\\udfff", "a\\udc00", "\\ud800\\ud800\\udc00",
+                            "\\ud800x", "\\ud800\\n" }) {
+        out.clear();
+        Feed(std::string("{\"execute\":\"query-name\",\"id\":\"") + id + "\"}");
+        std::string l = JsonLine();
+        EXPECT_TRUE(l.find("\"error\"") != std::string::npos) << id << " -> " << l;
+        EXPECT_EQ(l.find("\"return\""), std::string::npos) << id << " -> " << l;
+        EXPECT_EQ(Line(), "") << id;
+    }
+    // A proper pair (U+1F600) is fine, in either case of hex digits.
+    out.clear();
+    Feed("{\"execute\":\"query-name\",\"id\":\"\\ud83d\\ude00\\uD83D\\uDE00\"}");
+    EXPECT_EQ(JsonLine(), "{\"return\":{},\"id\":\"\xf0\x9f\x98\x80\xf0\x9f\x98\x80\"}");
+}
+
+// json-glib keeps the last of two equal keys: {"execute":"query-status",
+// "execute":"quit"} quit the VM, while a filter in front of the monitor
+// that reads the first "execute" saw a harmless query.  QEMU refuses a
+// duplicate key; so does the session now, at any depth.
+TEST_F(QmpAttack, DuplicateKeysAreRefused)
+{
+    for (const char *m : { "{\"execute\":\"query-status\",\"execute\":\"quit\"}",
+                           "{\"execute\":\"query-name\",\"id\":1,\"id\":2}",
+                           "{\"execute\":\"query-name\",\"id\":{\"a\":1,\"a\":2}}",
+                           "{\"execute\":\"query-name\",\"id\":[{\"b\":[{\"c\":0,\"c\":0}]}]}" }) {
+        out.clear();
+        Feed(m);
+        std::string l = JsonLine();
+        EXPECT_NE(ErrorDesc(l).find("duplicate key"), std::string::npos) << m << " -> " << l;
+        EXPECT_EQ(l.find("SHUTDOWN"), std::string::npos) << l;
+        EXPECT_EQ(Line(), "") << m;
+    }
+    EXPECT_EQ(vm.quits, 0);
+    // Equal keys in different objects are no duplicates.
+    out.clear();
+    Feed("{\"execute\":\"query-name\",\"id\":{\"a\":{\"a\":1},\"b\":{\"a\":2}}}");
+    EXPECT_EQ(JsonLine(), "{\"return\":{},\"id\":{\"a\":{\"a\":1},\"b\":{\"a\":2}}}");
+}
+
 // ---- sockets ---------------------------------------------------------------
 
 class QmpAttackServer : public ::testing::Test {

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -271,6 +272,130 @@ TEST_F(QmpServer, TcpListenerEveryAddressAndIpv6)
     sa6.sin6_port = htons(port6);
     fd = socket(AF_INET6, SOCK_STREAM, 0);
     ASSERT_EQ(connect(fd, (struct sockaddr *)&sa6, sizeof(sa6)), 0);
+    EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+    close(fd);
+    WaitClients(0);
+}
+
+// A unix socket path with a comma (",," in the option, as in QEMU): the
+// parsed address goes to monitor_add_listener() as machine.c passes it,
+// and the socket is made at that path -- not at the part before the comma
+// (with "q,,server,,nowait" that was "q", and a stale socket there would
+// have been unlinked).
+TEST_F(QmpServer, UnixPathWithCommaFromTheOption)
+{
+    GError *err = nullptr;
+    std::string dir = path + ".d";
+    ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+    std::string want = dir + "/q,server,nowait";
+    char *norm = monitor_parse_qmp(("unix:" + dir + "/q,,server,,nowait,server=on,"
+                                    "wait=off").c_str(), &err);
+    ASSERT_TRUE(norm) << err->message;
+    int r = monitor_add_listener(mon, norm, &err);
+    g_free(norm);
+    EXPECT_EQ(r, 0) << (err ? err->message : "");
+    g_clear_error(&err);
+    EXPECT_EQ(access(want.c_str(), F_OK), 0) << "no socket at " << want;
+    EXPECT_NE(access((dir + "/q").c_str(), F_OK), 0) << "socket at the cut path";
+    if (r == 0) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {};
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, want.c_str());
+        EXPECT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+        close(fd);
+        WaitClients(0);
+    }
+    monitor_free(mon);
+    mon = monitor_new(&FakeVm::ops, vm);
+    ASSERT_EQ(monitor_add_listener(mon, ("unix:" + path + ",server=on,wait=off").c_str(),
+                                   &err), 0);
+    unlink(want.c_str());
+    unlink((dir + "/q").c_str());
+    EXPECT_EQ(rmdir(dir.c_str()), 0);
+}
+
+// "tcp::PORT" listens on every address, IPv6 included: QEMU 7.2 serves a
+// client of [::1] there (it listens on 0.0.0.0 and [::]); shardvm bound
+// only the first address getaddrinfo() gave, 0.0.0.0.
+TEST_F(QmpServer, TcpEveryAddressServesIpv4AndIpv6)
+{
+    int p6 = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 sa6 = {};
+    sa6.sin6_family = AF_INET6;
+    sa6.sin6_addr = in6addr_loopback;
+    if (p6 < 0 || bind(p6, (struct sockaddr *)&sa6, sizeof(sa6)) != 0) {
+        if (p6 >= 0) {
+            close(p6);
+        }
+        GTEST_SKIP() << "no IPv6 loopback on this host";
+    }
+    socklen_t len = sizeof(sa6);
+    getsockname(p6, (struct sockaddr *)&sa6, &len);
+    close(p6);
+    int port = ntohs(sa6.sin6_port);
+    GError *err = nullptr;
+    ASSERT_EQ(monitor_add_listener(mon, ("tcp::" + std::to_string(port) +
+                                         ",server=on,wait=off").c_str(), &err), 0)
+        << err->message;
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    EXPECT_EQ(connect(fd, (struct sockaddr *)&sa6, sizeof(sa6)), 0) << strerror(errno);
+    EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+    close(fd);
+    struct sockaddr_in sa = {};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(port);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    EXPECT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0) << strerror(errno);
+    EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
+    close(fd);
+    WaitClients(0);
+}
+
+// Hostile -qmp tcp addresses: a second listener on a port already taken
+// (every address twice, and every address after one of them), a 100 KB
+// host, a scope id naming no interface: each fails at once with the
+// address in the error, leaving no descriptor behind.
+TEST_F(QmpServer, TcpListenerRefusalsLeakNothing)
+{
+    auto open_fds = [] {
+        int n = 0;
+        for (int fd = 0; fd < 4096; fd++) {
+            n += fcntl(fd, F_GETFD) >= 0;
+        }
+        return n;
+    };
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {};
+    sa.sin_family = AF_INET;
+    ASSERT_EQ(bind(probe, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    socklen_t len = sizeof(sa);
+    getsockname(probe, (struct sockaddr *)&sa, &len);
+    close(probe);
+    std::string port = std::to_string(ntohs(sa.sin_port));
+    GError *err = nullptr;
+    ASSERT_EQ(monitor_add_listener(mon, ("tcp::" + port + ",server,nowait").c_str(), &err), 0)
+        << err->message;
+    int before = open_fds();
+    for (std::string a : { "tcp::" + port, "tcp:127.0.0.1:" + port,
+                           "tcp:" + std::string(100000, 'h') + ":" + port,
+                           "tcp:[fe80::1%no-such-if]:" + port }) {
+        char *norm = monitor_parse_qmp((a + ",server=on,wait=off").c_str(), &err);
+        ASSERT_TRUE(norm) << (err ? err->message : "");
+        EXPECT_LT(monitor_add_listener(mon, norm, &err), 0) << a.substr(0, 40);
+        ASSERT_TRUE(err);
+        EXPECT_NE(std::string(err->message).find(a.substr(4, 40)), std::string::npos)
+            << err->message;
+        g_clear_error(&err);
+        g_free(norm);
+    }
+    EXPECT_EQ(open_fds(), before);
+    // The first listener still serves.
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     EXPECT_NE(ReadLine(fd).find("\"QMP\""), std::string::npos);
     close(fd);
     WaitClients(0);
