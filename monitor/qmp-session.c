@@ -61,7 +61,13 @@ static void qmp_session_send_error(QmpSession *s, QmpErrorClass cls,
 {
     JsonObject *err = json_object_new();
     json_object_set_string_member(err, "class", qmp_error_class_name(cls));
-    json_object_set_string_member(err, "desc", desc);
+    /* A desc may quote the client's bytes (json-glib's parse errors quote
+     * a broken string constant as it decoded it): the reply must stay
+     * UTF-8 whatever they were. */
+    char *valid = g_utf8_validate(desc, -1, NULL) ? NULL
+                                                   : g_utf8_make_valid(desc, -1);
+    json_object_set_string_member(err, "desc", valid ? valid : desc);
+    g_free(valid);
     JsonObject *reply = json_object_new();
     json_object_set_object_member(reply, "error", err);
     if (id) {

@@ -193,6 +193,22 @@ TEST_F(QmpAttack, LoneSurrogateEscapesAreRefused)
     EXPECT_EQ(JsonLine(), "{\"return\":{},\"id\":\"\xf0\x9f\x98\x80\xf0\x9f\x98\x80\"}");
 }
 
+// json-glib's parse error quotes a broken string constant as it decoded
+// it: "\ude" cut short by the closing quote came back as bytes that are not
+// UTF-8, and the error reply was then no JSON a client could read (found by
+// fuzz-qmp; tests/fuzz/corpus/fuzz-qmp/regress-parse-error-quotes-bad-escape).
+TEST_F(QmpAttack, ParseErrorQuotingBadEscapesIsStillUtf8)
+{
+    for (const char *m : { "{\"execute\":\"query-3d\\ude\":\"x\"}",
+                           "{\"execute\":\"q\\ud800\":1}",
+                           "{\"execute\":\"\\udc0zx\"}" }) {
+        out.clear();
+        Feed(m);
+        std::string l = JsonLine(); // checks UTF-8 and JSON
+        EXPECT_NE(l.find("\"error\""), std::string::npos) << m << " -> " << l;
+    }
+}
+
 // json-glib keeps the last of two equal keys: {"execute":"query-status",
 // "execute":"quit"} quit the VM, while a filter in front of the monitor
 // that reads the first "execute" saw a harmless query.  QEMU refuses a
