@@ -284,6 +284,41 @@ static void qmp_key_check(JsonParser *p, JsonObject *o, gpointer opaque)
     g_hash_table_remove(kc->members, o);
 }
 
+/* True when every string (member names too) under @n is UTF-8: the
+ * stream refuses the escapes json-glib decodes into other bytes, and this
+ * keeps a reply echoing the id readable should one more such case exist. */
+static bool qmp_json_is_utf8(JsonNode *n)
+{
+    switch (json_node_get_node_type(n)) {
+    case JSON_NODE_OBJECT: {
+        JsonObjectIter it;
+        const char *name;
+        JsonNode *v;
+        json_object_iter_init(&it, json_node_get_object(n));
+        while (json_object_iter_next(&it, &name, &v)) {
+            if (!g_utf8_validate(name, -1, NULL) || !qmp_json_is_utf8(v)) {
+                return false;
+            }
+        }
+        return true;
+    }
+    case JSON_NODE_ARRAY: {
+        JsonArray *a = json_node_get_array(n);
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            if (!qmp_json_is_utf8(json_array_get_element(a, i))) {
+                return false;
+            }
+        }
+        return true;
+    }
+    case JSON_NODE_VALUE:
+        return json_node_get_value_type(n) != G_TYPE_STRING ||
+               g_utf8_validate(json_node_get_string(n), -1, NULL);
+    default:
+        return true;
+    }
+}
+
 static bool qmp_session_message(void *opaque, const char *msg, size_t len,
                                 const char *error)
 {
@@ -313,6 +348,11 @@ static bool qmp_session_message(void *opaque, const char *msg, size_t len,
         qmp_session_send_error(s, QMP_ERROR_GENERIC, d, NULL);
         g_free(d);
         g_error_free(gerr);
+    } else if (json_parser_get_root(p) &&
+               !qmp_json_is_utf8(json_parser_get_root(p))) {
+        qmp_session_send_error(s, QMP_ERROR_GENERIC,
+                               "JSON parse error, invalid UTF-8 sequence",
+                               NULL);
     } else if (kc.duplicate) {
         /* json-glib keeps the last of equal keys: {"execute":"query-status",
          * "execute":"quit"} would quit while a filter reading the first

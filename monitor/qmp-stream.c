@@ -114,7 +114,11 @@ static void qmp_stream_string_byte(QmpStream *st, char c)
             }
             return;
         }
-        st->uesc = 0; /* a malformed escape: json-glib reports it */
+        /* A \u escape with fewer than four hex digits: json-glib decodes
+         * "\ud80T" into bytes that are not UTF-8 instead of failing. */
+        st->uesc = 0;
+        st->high = false;
+        qmp_stream_refuse(st, "invalid escape sequence in string");
     }
     /* After a high surrogate only "\u" (of its low half) may come. */
     if (st->high && !(c == '\\' && !st->escape) && !(c == 'u' && st->escape)) {

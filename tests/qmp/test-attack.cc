@@ -201,7 +201,12 @@ TEST_F(QmpAttack, ParseErrorQuotingBadEscapesIsStillUtf8)
 {
     for (const char *m : { "{\"execute\":\"query-3d\\ude\":\"x\"}",
                            "{\"execute\":\"q\\ud800\":1}",
-                           "{\"execute\":\"\\udc0zx\"}" }) {
+                           "{\"execute\":\"\\udc0zx\"}",
+                           // a \u escape cut short: json-glib decoded it into
+                           // non-UTF-8 bytes that the id then echoed
+                           "{\"execute\":\"query-name\",\"id\":\"\\ud80T\\n\"}",
+                           "{\"execute\":\"query-name\",\"id\":\"\\u12\"}",
+                           "{\"execute\":\"query-name\",\"id\":{\"\\ud8\":1}}" }) {
         out.clear();
         Feed(m);
         std::string l = JsonLine(); // checks UTF-8 and JSON
