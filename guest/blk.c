@@ -204,6 +204,20 @@ static uint32_t blk_pick_type(struct blk_worker *w)
     }
 }
 
+/* False (the worker marked broken) when the device returned a used id
+ * that names no request. */
+static bool blk_used_slot_ok(struct blk_worker *w, unsigned slot)
+{
+    if (slot != ~0u) {
+        return true;
+    }
+    con_printf("BLK error: queue %u returned a used id that names no request\n",
+               w->q->vq.index);
+    w->broken = true;
+    w->errors++;
+    return false;
+}
+
 static void blk_finish(struct blk_worker *w, unsigned slot, uint8_t status, uint64_t now,
                        bool check)
 {
@@ -297,11 +311,7 @@ static void blk_pass(struct blk_worker *w, uint64_t n, uint64_t deadline, int se
             cpu_relax();
         }
         do {
-            if (slot == ~0u) {
-                con_printf("BLK error: queue %u returned a used id that names no request\n",
-                           q->vq.index);
-                w->broken = true;
-                w->errors++;
+            if (!blk_used_slot_ok(w, slot)) {
                 break;
             }
             blk_finish(w, slot, status, tsc_read(), seq_type == VIRTIO_BLK_T_IN);
@@ -374,11 +384,7 @@ static void blk_journal_pass(struct blk_worker *w)
             cpu_relax();
         }
         do {
-            if (slot == ~0u) {
-                con_printf("BLK error: queue %u returned a used id that names no request\n",
-                           q->vq.index);
-                w->broken = true;
-                w->errors++;
+            if (!blk_used_slot_ok(w, slot)) {
                 break;
             }
             blk_finish(w, slot, status, tsc_read(), false);
